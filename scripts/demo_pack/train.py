@@ -1,0 +1,289 @@
+"""Train the demo model pack on the CPU from the audio that make_data.py synthesised, export it, write SHA256SUMS.
+
+    python scripts/demo_pack/train.py --work /tmp/spark_demo_pack --out mvsep/demo_pack
+
+Three files, in the real formats and names (see ../../../shared/docs/mdx23-algorithm.md):
+- Kim_Vocal_2.onnx / Kim_Inst.onnx: MDX signature, input [N,4,3072,256] (L_re, L_im, R_re, R_im of the mix's
+  STFT, n_fft 7680, hop 1024) -> the same for vocals / instrumental. Both are one small magnitude-mask network
+  (MaskNet): a per-frame bottleneck over frequency, dilated convolutions over time, a sigmoid mask per bin.
+  Kim_Vocal_2 applies the mask, Kim_Inst its complement. A magnitude mask is the same for x and -x, which the
+  engine's `mix - (-M(Kim_Inst, -mix))` relies on.
+- 04573f0d-f3cf25b2.th: a small HTDemucs (no transformer), sources drums, bass, other, vocals; speech is
+  "vocals", the background "other", drums and bass are trained towards silence.
+Training is seeded, on one thread; checkpoints go to <work>/ckpt so a stopped run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_data import SR, load_split  # noqa: E402
+
+N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
+LOW = 1024          # bins kept at full resolution in the mask; above, groups of POOL bins share a value
+POOL = 4
+MDX_NAMES = {"vocals": "Kim_Vocal_2.onnx", "instrumental": "Kim_Inst.onnx"}
+DEMUCS_NAME = "04573f0d-f3cf25b2.th"
+
+
+# ---------------------------------------------------------------- models
+
+class MaskNet(nn.Module):
+    """[N,4,3072,T] complex-as-channels spectrogram -> a vocals mask [N,1,3072,T] in (0, 1)."""
+
+    def __init__(self, hidden: int = 128, blocks: int = 6):
+        super().__init__()
+        n_feat = LOW + (DIM_F - LOW) // POOL
+        self.inp = nn.Conv1d(2 * n_feat, hidden, 1)
+        self.blocks = nn.ModuleList()
+        for i in range(blocks):
+            d = 2 ** (i % 4)
+            self.blocks.append(nn.Sequential(
+                nn.Conv1d(hidden, hidden, 3, padding=d, dilation=d), nn.GELU(), nn.Conv1d(hidden, hidden, 1)))
+        self.norms = nn.ModuleList(nn.GroupNorm(1, hidden) for _ in range(blocks))
+        self.out = nn.Conv1d(hidden, n_feat, 1)
+
+    @staticmethod
+    def pool(z: torch.Tensor) -> torch.Tensor:   # [N,C,3072,T] -> [N,C,n_feat,T]
+        n, c, _, t = z.shape
+        hi = z[:, :, LOW:].reshape(n, c, (DIM_F - LOW) // POOL, POOL, t).mean(3)
+        return torch.cat([z[:, :, :LOW], hi], 2)
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, f, t = x.shape
+        mag = torch.sqrt(x[:, 0::2] ** 2 + x[:, 1::2] ** 2 + 1e-10)          # [N,2,F,T]
+        feat = torch.log(self.pool(mag) + 1e-4).reshape(n, -1, t)
+        h = self.inp(feat)
+        for blk, norm in zip(self.blocks, self.norms):
+            h = h + blk(norm(h))
+        m = torch.sigmoid(self.out(h))                                         # [N,n_feat,T]
+        hi = m[:, LOW:, None, :].expand(n, (DIM_F - LOW) // POOL, POOL, t).reshape(n, DIM_F - LOW, t)
+        return torch.cat([m[:, :LOW], hi], 1)[:, None]                         # [N,1,3072,T]
+
+
+class Exported(nn.Module):
+    """The ONNX graph: the target's spectrogram, mask (vocals) or complement (instrumental) times the input."""
+
+    def __init__(self, net: MaskNet, target: str):
+        super().__init__()
+        self.net, self.target = net, target
+
+    def forward(self, x):
+        m = self.net.mask(x)
+        return x * (m if self.target == "vocals" else 1 - m)
+
+
+def small_htdemucs():
+    from demucs.htdemucs import HTDemucs
+    return HTDemucs(sources=["drums", "bass", "other", "vocals"], audio_channels=2, samplerate=SR,
+                    channels=12, growth=2, depth=3, nfft=2048, t_layers=0, dconv_comp=4, segment=3,
+                    norm_starts=4, freq_emb=0.2)
+
+
+# ---------------------------------------------------------------- data
+
+class Mixer:
+    """Random training mixtures: crops of a dialog and of a background at SBR -6..+11 dB, with augmentation."""
+
+    def __init__(self, work: Path, split: str, seed: int):
+        self.speech, self.music = load_split(work, split)
+        self.s_rms = [float(np.sqrt(np.mean(s ** 2))) + 1e-8 for s in self.speech]
+        self.m_rms = [float(np.sqrt(np.mean(m ** 2))) + 1e-8 for m in self.music]
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vocals, background), each [n, 2, length] float32."""
+        r = self.rng
+        vs, bs = np.zeros((n, 2, length), np.float32), np.zeros((n, 2, length), np.float32)
+        for k in range(n):
+            i, j = r.integers(len(self.speech)), r.integers(len(self.music))
+            s, m = self.speech[i], self.music[j]
+            a, b = r.integers(0, len(s) - length), r.integers(0, len(m) - length)
+            v = s[a:a + length] / self.s_rms[i]
+            pan = r.uniform(-0.35, 0.35)
+            v = np.stack([v * np.sqrt(0.5 - pan / 2), v * np.sqrt(0.5 + pan / 2)])
+            bg = m[b:b + length].T / self.m_rms[j] * 10 ** (-r.uniform(-6, 11) / 20)
+            if r.random() < 0.5:
+                bg = bg[::-1]
+            u = r.random()
+            if u < 0.04:
+                v = v * 0
+            elif u < 0.08:
+                bg = bg * 0
+            g = 10 ** (r.uniform(-24, 0) / 20) * 0.25 * (1 if r.random() < 0.5 else -1)
+            vs[k], bs[k] = v * g, bg * g
+        return torch.from_numpy(vs), torch.from_numpy(bs)
+
+
+WINDOW = torch.hann_window(N_FFT, periodic=True)
+
+
+def spec(x: torch.Tensor) -> torch.Tensor:
+    """[N,2,L] -> [N,4,3072,T], exactly as the engine builds MDX input."""
+    n = x.shape[0]
+    z = torch.stft(x.reshape(n * 2, -1), N_FFT, HOP, window=WINDOW, center=True, return_complex=True)
+    z = torch.view_as_real(z).permute(0, 3, 1, 2).reshape(n, 4, N_FFT // 2 + 1, -1)
+    return z[:, :, :DIM_F]
+
+
+def sdr_loss(est: torch.Tensor, ref: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """Mean negative SDR in dB over the batch; `floor` keeps near-silent references from dominating."""
+    dims = tuple(range(1, ref.dim()))
+    num = (ref ** 2).sum(dims) + floor
+    den = ((est - ref) ** 2).sum(dims) + floor
+    return -(10 * torch.log10(num / den)).mean()
+
+
+# ---------------------------------------------------------------- training loops
+
+def _lr(step: int, steps: int, base: float) -> float:
+    warm = 50
+    if step < warm:
+        return base * (step + 1) / warm
+    return base * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, steps - warm))) + base * 0.02
+
+
+def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: Path, log_every=25):
+    """Generic seeded loop with resumable checkpoints (model, optimiser, mixer rng, step)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ck = ckpt_dir / f"{name}.pt"
+    step = 0
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        mixer.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        step = st["step"]
+        print(f"[{name}] resumed at step {step}", flush=True)
+    t0, hist = time.time(), []
+    while step < steps:
+        for gr in opt.param_groups:
+            gr["lr"] = _lr(step, steps, lr)
+        v, b = mixer.batch(batch, length)
+        loss = loss_fn(model, v, b)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        hist.append(loss.item())
+        step += 1
+        if step % log_every == 0 or step == steps:
+            print(f"[{name}] step {step}/{steps} loss {np.mean(hist[-log_every:]):.3f} "
+                  f"({(time.time() - t0) / len(hist):.2f} s/step)", flush=True)
+        if step % 100 == 0 or step == steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "rng": mixer.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                       str(ck) + ".tmp")
+            os.replace(str(ck) + ".tmp", ck)
+    return model
+
+
+def mdx_loss(net: MaskNet, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    V, B = spec(v), spec(b)
+    X = V + B
+    m = net.mask(X)
+    floor = 1e-3 * (X ** 2).sum((1, 2, 3)) + 1e-8
+    return sdr_loss(m * X, V, floor) + sdr_loss((1 - m) * X, B, floor)
+
+
+def demucs_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    out = model(v + b)                                        # [N,4,2,L]
+    zero = torch.zeros_like(v)
+    floor = 1e-3 * ((v + b) ** 2).sum((1, 2)) + 1e-8
+    l1 = (out[:, 0].abs().mean() + out[:, 1].abs().mean()) * 10
+    return sdr_loss(out[:, 3], v, floor) + sdr_loss(out[:, 2], b, floor) + l1 + 0 * zero.sum()
+
+
+# ---------------------------------------------------------------- export
+
+def export_mdx(net: MaskNet, out: Path) -> None:
+    import onnxruntime as ort
+    net.eval()
+    x = torch.randn(1, 4, DIM_F, DIM_T) * 3
+    for target, fname in MDX_NAMES.items():
+        path = out / fname
+        torch.onnx.export(Exported(net, target), (x,), str(path), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        xb = torch.randn(2, 4, DIM_F, DIM_T)
+        got = sess.run(None, {"input": xb.numpy()})[0]
+        with torch.no_grad():
+            want = Exported(net, target)(xb).numpy()
+        err = float(np.abs(got - want).max())
+        assert err < 1e-4, (fname, err)
+        print(f"exported {fname} ({path.stat().st_size} bytes, onnxruntime vs torch max err {err:.2e})")
+
+
+def export_demucs(model, out: Path, seconds: float, args: dict) -> None:
+    model.segment = Fraction(seconds).limit_denominator(100)
+    args_, kwargs = model._init_args_kwargs
+    kwargs = dict(kwargs, segment=model.segment)
+    pkg = {"klass": type(model), "args": args_, "kwargs": kwargs,
+           "state": {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+           "training_args": {"demo_pack": True, **args}}
+    torch.save(pkg, out / DEMUCS_NAME)
+    from demucs.states import load_model
+    back = load_model(out / DEMUCS_NAME)
+    assert back.sources == ["drums", "bass", "other", "vocals"]
+    print(f"exported {DEMUCS_NAME} ({(out / DEMUCS_NAME).stat().st_size} bytes, segment {back.segment})")
+
+
+def write_manifest(out: Path) -> None:
+    lines = []
+    for name in sorted([*MDX_NAMES.values(), DEMUCS_NAME]):
+        lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}\n")
+    (out / "SHA256SUMS").write_text("".join(lines))
+    print("wrote SHA256SUMS")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("DEMO_WORK", "/tmp/spark_demo_pack")))
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "mvsep" / "demo_pack")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mdx-steps", type=int, default=1500)
+    ap.add_argument("--mdx-batch", type=int, default=8)
+    ap.add_argument("--mdx-frames", type=int, default=96)
+    ap.add_argument("--demucs-steps", type=int, default=600)
+    ap.add_argument("--demucs-batch", type=int, default=4)
+    ap.add_argument("--demucs-seconds", type=float, default=3.0)
+    ap.add_argument("--only", choices=["mdx", "demucs"], default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    ckpt = a.work / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    mixer = Mixer(a.work, "train", a.seed)
+    if a.only in (None, "mdx"):
+        net = MaskNet()
+        train_loop("mdx", net, mdx_loss, mixer, a.mdx_steps, a.mdx_batch, HOP * (a.mdx_frames - 1), 2e-3, ckpt)
+        export_mdx(net, a.out)
+    if a.only in (None, "demucs"):
+        torch.manual_seed(a.seed + 1)
+        mixer.rng = np.random.default_rng(a.seed + 1)
+        model = small_htdemucs()
+        length = int(a.demucs_seconds * SR)
+        train_loop("demucs", model, demucs_loss, mixer, a.demucs_steps, a.demucs_batch, length, 3e-3, ckpt)
+        model.eval()
+        export_demucs(model, a.out, a.demucs_seconds, {"steps": a.demucs_steps, "batch": a.demucs_batch,
+                                                       "seed": a.seed})
+    write_manifest(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Download the public model files the ensemble uses and check them, so an operator without a private file host
+# can make a pack (then: build_model_pack.sh OUT_DIR PUBLISH_DIR).
+#
+# usage: fetch_public_models.sh OUT_DIR [--only-vocals] [--sums FILE] [--files "NAME ..."]
+#   --only-vocals  just the vocals ensemble (Kim_Vocal_2, Kim_Inst, the demucs vocals model)
+#   --sums FILE    `sha256sum`-format lines the files must match; they take precedence over the checks below
+#   --files LIST   exactly these names (.th from DEMUCS_URL, .onnx from MDX_URL)
+# Checks: a demucs name "<sig>-<h8>.th" carries the first 8 hex digits of its sha256; Kim_Vocal_2.onnx has a
+# published full sha256. Other files have no published hash: their sha256 is logged so it can be pinned with
+# --sums. Writes OUT_DIR/SHA256SUMS for the pack. Downloads resume (see scripts/lib.sh).
+#   DEMUCS_URL [https://dl.fbaipublicfiles.com/demucs/hybrid_transformer]
+#   MDX_URL    [https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models]
+set -euo pipefail
+LOG_FILE="${LOG_FILE:-}"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+DEMUCS_URL="${DEMUCS_URL:-https://dl.fbaipublicfiles.com/demucs/hybrid_transformer}"
+MDX_URL="${MDX_URL:-https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models}"
+KIM_VOCAL_2_SHA256=ce74ef3b6a6024ce44211a07be9cf8bc6d87728cc852a68ab34eb8e58cde9c8b
+VOCALS="Kim_Vocal_2.onnx Kim_Inst.onnx 04573f0d-f3cf25b2.th"
+ALL="$VOCALS Kim_Vocal_1.onnx f7e0c4bc-ba3fe64a.th d12395a8-e57c48e6.th 92cfc3b6-ef3bcb9c.th \
+955717e8-8726e21a.th 5c90dfd2-34c22ccb.th 75fc33f5-1941ce65.th"
+
+usage() { echo "usage: $0 OUT_DIR [--only-vocals] [--sums FILE] [--files \"NAME ...\"]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+out=$1
+shift
+names=$ALL sums=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --only-vocals) names=$VOCALS; shift ;;
+        --sums) sums=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2"); shift 2 ;;
+        --files) names=${2:?}; shift 2 ;;
+        *) usage ;;
+    esac
+done
+init_log
+mkdir -p "$out"
+
+for name in $names; do
+    case $name in
+        *.th) url="$DEMUCS_URL/$name" ;;
+        *.onnx) url="$MDX_URL/$name" ;;
+        *) die "unknown model file type: $name" ;;
+    esac
+    if [ -f "$out/$name" ]; then
+        log "$name already downloaded"
+    else
+        log "downloading $name"
+        fetch "$url" "$out/$name" || die "cannot download $name from $url"
+    fi
+    got=$(sha256_of "$out/$name")
+    want=""
+    [ -z "$sums" ] || want=$(manifest_hash "$sums" "$name")
+    [ -n "$want" ] || { [ "$name" != Kim_Vocal_2.onnx ] || want=$KIM_VOCAL_2_SHA256; }
+    if [ -n "$want" ]; then
+        [ "$got" = "$want" ] || { rm -f "$out/$name"; die "$name: sha256 $got, expected $want (file removed)"; }
+        log "$name: sha256 verified"
+    elif [[ $name =~ ^[0-9a-f]{8}-([0-9a-f]{8})\.th$ ]]; then
+        [ "${got:0:8}" = "${BASH_REMATCH[1]}" ] \
+            || { rm -f "$out/$name"; die "$name: sha256 starts with ${got:0:8}, the name says ${BASH_REMATCH[1]} (file removed)"; }
+        log "$name: sha256 prefix ${BASH_REMATCH[1]} verified"
+    else
+        log "$name: no published checksum; sha256 $got (pin it with --sums)"
+    fi
+done
+
+(cd "$out" && sha256sum -- $names) >"$out/SHA256SUMS.new"
+mv -f "$out/SHA256SUMS.new" "$out/SHA256SUMS"
+log "wrote $out/SHA256SUMS ($(wc -l <"$out/SHA256SUMS") files)"

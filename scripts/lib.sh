@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# Shared helpers for demucsServe.sh and the artifact builders: timestamped logging to stdout and LOG_FILE,
+# resumable downloads, sha256 checks against a `sha256sum`-format manifest. Sourced, never run.
+#
+# Every default path is "$SPARK_ROOT" + the usual absolute path (SPARK_ROOT is empty in production), so the
+# whole chain runs in a temporary root in tests. A path set explicitly in the environment is used as given.
+
+SPARK_ROOT="${SPARK_ROOT:-}"
+LOG_FILE="${LOG_FILE-${SPARK_ROOT}/var/log/spark/boot.log}"
+SCRIPT_NAME="${SCRIPT_NAME:-$(basename "$0")}"
+DOWNLOAD_ATTEMPTS="${DOWNLOAD_ATTEMPTS:-5}"   # transfer attempts per file (each resumes the last one)
+VERIFY_ATTEMPTS="${VERIFY_ATTEMPTS:-3}"       # full downloads per file before a checksum mismatch is fatal
+RETRY_DELAY="${RETRY_DELAY:-2}"               # seconds, doubled after each failed attempt
+
+log() {
+    local line
+    line="$(date -u +%Y-%m-%dT%H:%M:%SZ) [$SCRIPT_NAME] $*"
+    printf '%s\n' "$line"
+    if [ -n "$LOG_FILE" ]; then printf '%s\n' "$line" >>"$LOG_FILE" 2>/dev/null || true; fi
+}
+
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# Create the log file's dir; without a writable log file, log to stdout only (and say so once).
+init_log() {
+    [ -n "$LOG_FILE" ] || return 0
+    if ! { mkdir -p "$(dirname "$LOG_FILE")" && touch "$LOG_FILE"; } 2>/dev/null; then
+        printf 'warning: cannot write %s; logging to stdout only\n' "$LOG_FILE"
+        LOG_FILE=""
+    fi
+}
+
+sha256_of() {
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+# manifest_hash MANIFEST NAME: the sha256 the manifest gives for NAME (empty when absent).
+# Accepts both `sha256sum` line forms: "<hash>  name" and "<hash> *name".
+manifest_hash() {
+    awk -v n="$2" '{ f = $2; sub(/^\*/, "", f); if (f == n) { print $1; exit } }' "$1"
+}
+
+# manifest_names MANIFEST PATTERN: the names in the manifest that match an awk regex, sorted.
+manifest_names() {
+    awk -v p="$2" '{ f = $2; sub(/^\*/, "", f); if (f ~ p) print f }' "$1" | LC_ALL=C sort
+}
+
+# fetch URL DEST: download to DEST.part, resuming whatever a previous attempt (or run) left there, and rename
+# to DEST when the transfer completes. Returns non-zero after DOWNLOAD_ATTEMPTS failed transfers.
+fetch() {
+    local url=$1 dest=$2 part="$2.part" attempt=1 rc delay=$RETRY_DELAY
+    mkdir -p "$(dirname "$dest")"
+    while :; do
+        if [ -s "$part" ]; then log "resuming $(basename "$dest") at byte $(stat -c %s "$part")"; fi
+        rc=0
+        curl -fsSL --connect-timeout 20 --speed-limit 1024 --speed-time 60 -C - -o "$part" "$url" || rc=$?
+        [ "$rc" -eq 0 ] && { mv -f "$part" "$dest"; return 0; }
+        case $rc in
+            # cut mid-transfer, timeouts, resets: keep the partial file and resume from it
+            7|18|28|52|55|56) log "download of $(basename "$dest") interrupted (curl exit $rc), attempt $attempt/$DOWNLOAD_ATTEMPTS" ;;
+            # anything else (HTTP error such as 416 for a stale partial, server without ranges): start over
+            *) log "download of $(basename "$dest") failed (curl exit $rc), attempt $attempt/$DOWNLOAD_ATTEMPTS"
+               rm -f "$part" ;;
+        esac
+        [ "$attempt" -ge "$DOWNLOAD_ATTEMPTS" ] && return 1
+        attempt=$((attempt + 1))
+        sleep "$delay"
+        delay=$((delay * 2))
+    done
+}
+
+# get_verified BASE_URL MANIFEST DIR NAME: make DIR/NAME a file whose sha256 matches the manifest.
+# A file already there that matches is kept (no download). One that does not is first completed by resuming
+# (the usual damage is truncation), then fetched whole; after VERIFY_ATTEMPTS downloads it is fatal.
+get_verified() {
+    local base=$1 manifest=$2 dir=$3 name=$4 want got downloads=0
+    want=$(manifest_hash "$manifest" "$name")
+    [ -n "$want" ] || die "$name is not listed in the manifest $(basename "$manifest")"
+    while :; do
+        if [ -f "$dir/$name" ]; then
+            got=$(sha256_of "$dir/$name")
+            if [ "$got" = "$want" ]; then
+                log "verified $name"
+                return 0
+            fi
+            if [ "$downloads" -ge "$VERIFY_ATTEMPTS" ]; then
+                die "checksum mismatch for $name after $downloads downloads (expected $want, got $got); the file on $base is not the one the manifest describes"
+            fi
+            log "checksum mismatch for $name (expected $want, got $got)"
+            if [ "$downloads" -eq 0 ]; then mv -f "$dir/$name" "$dir/$name.part"; else rm -f "$dir/$name"; fi
+        fi
+        fetch "$base/$name" "$dir/$name" || die "cannot download $name from $base"
+        downloads=$((downloads + 1))
+    done
+}
