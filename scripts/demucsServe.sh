@@ -84,7 +84,7 @@ install_python() {  # apt-get a supported Python that has a bundle
 PY="" PYVER=""
 if ! find_python; then
     log "no supported Python found (3.10 to 3.13; 3.9 is past end of life)"
-    install_python && find_python || die "no supported Python: install 3.10 to 3.13 or set PYTHON"
+    if ! { install_python && find_python; }; then die "no supported Python: install 3.10 to 3.13 or set PYTHON"; fi
 fi
 log "using Python $PYVER ($PY)"
 

@@ -38,8 +38,9 @@ while [ $# -gt 0 ]; do
 done
 init_log
 mkdir -p "$out"
+read -r -a files <<<"$names"
 
-for name in $names; do
+for name in "${files[@]}"; do
     case $name in
         *.th) url="$DEMUCS_URL/$name" ;;
         *.onnx) url="$MDX_URL/$name" ;;
@@ -67,6 +68,6 @@ for name in $names; do
     fi
 done
 
-(cd "$out" && sha256sum -- $names) >"$out/SHA256SUMS.new"
+(cd "$out" && sha256sum -- "${files[@]}") >"$out/SHA256SUMS.new"
 mv -f "$out/SHA256SUMS.new" "$out/SHA256SUMS"
 log "wrote $out/SHA256SUMS ($(wc -l <"$out/SHA256SUMS") files)"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bats
+# demucsServe.sh against a real local HTTP server (127.0.0.1) in a temporary root.
+load helpers/common
+
+setup() {
+    pub="$BATS_TEST_TMPDIR/pub"
+    make_artifacts "$pub"
+    chain_env
+    dl="$SPARK_ROOT/var/cache/spark/downloads"
+    models="$SPARK_ROOT/models-cache"
+}
+
+teardown() { stop_server; }
+
+requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
+
+@test "a full run installs wheels and models and marks ready; a second run does nothing and says so" {
+    start_server "$pub"
+    mkdir -p "$SPARK_ROOT/opt/spark/app/mvsep"   # an app tree, so the engine's fallback dir gets linked
+    run "$SCRIPTS/demucsServe.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"ready: wheels in"* ]]
+    [ "$("$SPARK_ROOT/opt/spark/venv/bin/python" -c 'import sparkprobe_ver; print(sparkprobe_ver.VERSION)')" = 1.0.0 ]
+    (cd "$models" && sha256sum -c SHA256SUMS)
+    [ -f "$SPARK_ROOT/var/lib/spark/ready" ]
+    [ "$(readlink "$SPARK_ROOT/opt/spark/app/mvsep/models")" = "$models" ]
+    [ -L "$TORCH_HOME/hub/checkpoints/04573f0d-f3cf25b2.th" ]
+    [ -z "$(ls "$models" | grep staging || true)" ]
+    grep -q "ready: wheels in" "$SPARK_ROOT/var/log/spark/boot.log"
+    : >"$SERVER_LOG"
+    run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"nothing to do: this machine is already ready"* ]]
+    # only the small manifest was asked for
+    [ "$(wc -l <"$SERVER_LOG")" -eq 1 ] && [ "$(requests_for SHA256SUMS)" -eq 1 ]
+}
+
+@test "an interrupted download resumes with a Range request" {
+    start_server "$pub" --cut models_part_ab:5000
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"interrupted"* ]] && [[ $output == *"resuming models_part_ab at byte 5000"* ]]
+    grep -q '"path": "/models_part_ab", "range": "bytes=5000-", "status": 206' "$SERVER_LOG"
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a truncated part left by an earlier run is completed, not fetched whole" {
+    start_server "$pub"
+    mkdir -p "$dl"
+    head -c 7000 "$pub/models_part_ab" >"$dl/models_part_ab"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"checksum mismatch for models_part_ab"* ]]
+    grep -q '"path": "/models_part_ab", "range": "bytes=7000-", "status": 206' "$SERVER_LOG"
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a corrupted part on disk (same size, other bytes) is fetched again" {
+    start_server "$pub"
+    mkdir -p "$dl"
+    head -c "$(stat -c %s "$pub/models_part_ac")" /dev/urandom >"$dl/models_part_ac"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [ "$(requests_for models_part_ac)" -ge 2 ]
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a published part with the wrong checksum stops after the retries, naming the file" {
+    printf 'garbage' >>"$pub/models_part_ab"
+    start_server "$pub"
+    VERIFY_ATTEMPTS=2 SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"checksum mismatch for models_part_ab after 2 downloads"* ]]
+    [ ! -e "$models/Kim_Vocal_2.onnx" ] && [ ! -e "$SPARK_ROOT/var/lib/spark/ready" ]
+    grep -q "ERROR: checksum mismatch for models_part_ab" "$SPARK_ROOT/var/log/spark/boot.log"
+}
+
+@test "Python: an unsupported python3 (3.9) is skipped for a supported one on PATH" {
+    py39=$(ls -d "$HOME"/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -1)
+    py312=$(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)
+    [ -n "$py39" ] && [ -n "$py312" ] || skip "needs pyenv's 3.9 and 3.12"
+    # a PATH whose only Pythons are the ones linked here
+    bin="$BATS_TEST_TMPDIR/bin" && mkdir -p "$bin"
+    for f in /usr/bin/* /bin/*; do
+        case ${f##*/} in python*) ;; *) [ -e "$bin/${f##*/}" ] || ln -s "$f" "$bin/${f##*/}" ;; esac
+    done
+    ln -s "$py39" "$bin/python3" && ln -s "$py312" "$bin/python3.12"
+    echo "0000000000000000000000000000000000000000000000000000000000000000  packages_python3.12.zip" >>"$pub/SHA256SUMS"
+    start_server "$pub"
+    PATH="$bin" SKIP_WHEELS=1 SKIP_MODELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"skipping python3: Python 3.9 is not supported"* ]]
+    [[ $output == *"using Python 3.12 ($bin/python3.12)"* ]]
+    # with only 3.9 and no installer allowed: a clear stop
+    rm "$bin/python3.12"
+    PATH="$bin" PYTHON_INSTALL=none run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"no supported Python"* ]]
+}
+
+@test "no manifest: an error on a fresh machine, the installed state on a ready one" {
+    BASE_URL="" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"cannot get SHA256SUMS"* ]]
+    mkdir -p "$SPARK_ROOT/var/lib/spark" && echo ready >"$SPARK_ROOT/var/lib/spark/ready"
+    BASE_URL="http://127.0.0.1:9/none" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"already ready"* ]]
+}
