@@ -24,14 +24,14 @@ make_artifacts() {
 
 # start_server DIR [--cut NAME:BYTES]...: serve DIR; sets BASE_URL and SERVER_PID; requests go to $SERVER_LOG.
 start_server() {
-    local dir=$1 i
+    local dir=$1
     shift
     SERVER_LOG="$BATS_TEST_TMPDIR/requests.log"
     : >"$SERVER_LOG"
     rm -f "$BATS_TEST_TMPDIR/port"
     "$PY" "$HELPERS/http_server.py" "$dir" --port-file "$BATS_TEST_TMPDIR/port" --log "$SERVER_LOG" "$@" 3>&- &
     SERVER_PID=$!
-    for i in $(seq 100); do [ -s "$BATS_TEST_TMPDIR/port" ] && break; sleep 0.05; done
+    for _ in $(seq 100); do [ -s "$BATS_TEST_TMPDIR/port" ] && break; sleep 0.05; done
     BASE_URL="http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")"
     export BASE_URL
 }
@@ -45,4 +45,31 @@ stop_server() {
 chain_env() {
     export SPARK_ROOT="$BATS_TEST_TMPDIR/root" TORCH_HOME="$BATS_TEST_TMPDIR/root/torch" RETRY_DELAY=0
     mkdir -p "$SPARK_ROOT"
+}
+
+# make_app DIR VERSION: an app tarball DIR/app-VERSION.tar.gz (top dir like GitHub's archives) whose server.py
+# records its environment and exits; the entrypoint tests check what the server is started with.
+make_app() {
+    local dir=$1 version=$2 tree="$BATS_TEST_TMPDIR/apptree/app-$2"
+    mkdir -p "$tree/scripts" "$dir"
+    cp "$SCRIPTS"/*.sh "$tree/scripts/"
+    cat >"$tree/server.py" <<'PY'
+import json, os, sys
+keys = ("HOST", "PORT", "SPARK_API_TOKEN", "SPARK_MODELS_DIR", "SPARK_DATA_DIR")
+with open(os.environ["SERVER_RECORD"], "w") as f:
+    json.dump({"cwd": os.getcwd(), "python": sys.executable, **{k: os.environ.get(k) for k in keys}}, f)
+PY
+    tar -czf "$dir/app-$version.tar.gz" -C "$BATS_TEST_TMPDIR/apptree" "app-$version"
+}
+
+# stub_bin DIR NAME...: commands that only record their arguments to DIR/calls (for system services that must not
+# be touched on this machine: the SSH server).
+stub_bin() {
+    local dir=$1 n
+    shift
+    mkdir -p "$dir"
+    for n in "$@"; do
+        printf '#!/bin/sh\necho "%s $*" >>"%s/calls"\n' "$n" "$dir" >"$dir/$n"
+        chmod +x "$dir/$n"
+    done
 }
