@@ -13,6 +13,7 @@
 #                   TOKEN_FILE [$SPARK_DATA_DIR/api_token], mode 0600
 #   SPARK_PYTHON    [$VENV_DIR/bin/python] the interpreter that runs server.py
 #   HOST [0.0.0.0]  PORT [8185]  LOG_FILE [/var/log/spark/boot.log]  SKIP_SETUP=1 (do not run demucsServe.sh)
+#   SERVE_MODE      [http] http: server.py; runpod: the RunPod serverless worker (deploy/runpod/handler.py)
 # This script runs before the app (and scripts/lib.sh) is on disk, so it carries its own small log helpers.
 set -euo pipefail
 
@@ -94,11 +95,16 @@ fi
 
 # ---- the server ---------------------------------------------------------------------------------------------
 PY="${SPARK_PYTHON:-$VENV_DIR/bin/python}"
+case "${SERVE_MODE:-http}" in
+    http) target=server.py ;;
+    runpod) target=deploy/runpod/handler.py ;;
+    *) die "SERVE_MODE must be http or runpod, not '${SERVE_MODE}'" ;;
+esac
 [ -x "$PY" ] || command -v "$PY" >/dev/null 2>&1 || die "no Python to run the server: $PY"
 export HOST PORT SPARK_API_TOKEN SPARK_DATA_DIR SPARK_MODELS_DIR="$MODELS_DIR"
-log "starting the server on $HOST:$PORT (models in $MODELS_DIR, data in $SPARK_DATA_DIR)"
+log "starting $target (HOST:PORT $HOST:$PORT, models in $MODELS_DIR, data in $SPARK_DATA_DIR)"
 cd "$APP_DIR"
 if [ -n "$LOG_FILE" ]; then
-    exec "$PY" server.py > >(tee -a "$LOG_FILE") 2>&1
+    exec "$PY" "$target" > >(tee -a "$LOG_FILE") 2>&1
 fi
-exec "$PY" server.py
+exec "$PY" "$target"

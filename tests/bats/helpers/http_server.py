@@ -6,6 +6,7 @@ request as one JSON line (path, Range header, status) to --log, and can cut a tr
 
 usage: python http_server.py DIR --port-file FILE [--log FILE] [--cut NAME:BYTES]...
 It writes the port it got to --port-file once listening (port 0 = any free port).
+PUT stores the body under DIR (for presigned-upload style tests), answering 201.
 """
 import argparse
 import functools
@@ -29,6 +30,23 @@ class Handler(SimpleHTTPRequestHandler):
             with self.lock, open(self.log_path, "a") as f:
                 f.write(json.dumps({"path": self.path, "range": self.headers.get("Range"),
                                     "status": status}) + "\n")
+
+    def do_PUT(self):
+        path = self.translate_path(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            while length > 0:
+                block = self.rfile.read(min(length, 1 << 20))
+                if not block:
+                    break
+                f.write(block)
+                length -= len(block)
+        os.replace(path + ".tmp", path)
+        self._record(201)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self):
         path = self.translate_path(self.path)
