@@ -1,0 +1,568 @@
+"""Streaming audio I/O: probe and decode any media with PyAV, soxr resampling, streaming stem encoders.
+
+Nothing here holds a whole file in memory: decoding yields float32 ``[n, 2]`` blocks, the resampler works block
+by block and the stem writer encodes block by block. Every failure a caller can cause is raised as an
+`InputError` / `UnsupportedMediaError` / `OptionError` with a one-line message; PyAV and soundfile exceptions
+never escape.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import InputError, OptionError, UnsupportedMediaError
+
+log = logging.getLogger(__name__)
+
+MODEL_RATE = 44100
+OUTPUT_FORMATS = ("wav", "wav16", "wav24", "flac", "mp3")
+
+# A few corrupt packets are skipped, as the ffmpeg CLI does; more than this share means the input is broken.
+_MAX_BAD_PACKET_SHARE = 0.01
+_MAX_BAD_PACKETS_ALWAYS_OK = 2
+
+# Integer sample formats as PyAV returns them, and the divisor FFmpeg uses to make floats of them.
+_INT_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int64): 2.0**63}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts about the input's first audio stream, as decoded (not as the container claims)."""
+
+    sample_rate: int
+    channels: int
+    frames: int  # samples per channel that iter_decode yields
+    duration: float  # frames / sample_rate, seconds
+    codec: str  # e.g. "aac", "mp3", "pcm_s16le"
+    container: str  # FFmpeg demuxer name, e.g. "wav", "mov,mp4,m4a,3gp,3g2,mj2"
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+
+
+class _Input:
+    """An opened input: the container and its first audio stream; closes everything it opened.
+
+    The file is opened through `io_open`, which lets FFmpeg read this one file and nothing else: playlists and
+    reference formats (HLS, concat, DASH, ...) that would read other files or URLs get an empty stream instead,
+    and the input is then refused.
+    """
+
+    def __init__(self, path):
+        self.name = os.fspath(path)
+        p = Path(self.name)
+        if not p.exists():
+            raise InputError(f"input file not found: {p.name}")
+        if not p.is_file():
+            raise InputError(f"input is not a regular file: {p.name}")
+        try:
+            size = p.stat().st_size
+        except OSError as e:
+            raise InputError(f"cannot read input: {e.strerror}") from None
+        if size == 0:
+            raise InputError("input is empty (0 bytes)")
+        self.refused: list[str] = []
+        self._files: list = []
+        try:
+            self.container = av.open(self.name, io_open=self._io_open)
+        except PermissionError:
+            raise InputError("cannot read input: permission denied") from None
+        except (av.FFmpegError, OSError, EOFError) as e:
+            self.close()
+            self._check_refused()
+            raise UnsupportedMediaError(
+                f"cannot decode input: not a recognized audio/video format, or its header is corrupt ({_why(e)})"
+            ) from None
+        try:
+            self._check_refused()
+            audio = self.container.streams.audio
+            if not audio:
+                kinds = sorted({s.type for s in self.container.streams}) or ["none"]
+                raise InputError(f"no audio stream in input (streams: {', '.join(kinds)})")
+            self.stream = audio[0]
+            self.codec = _codec_name(self.stream)
+        except BaseException:
+            self.close()
+            raise
+
+    def _io_open(self, url, flags, options):
+        if url == self.name and flags == 1:  # AVIO_FLAG_READ on the input itself
+            f = open(self.name, "rb")  # noqa: SIM115 (closed in close())
+            self._files.append(f)
+            return f
+        self.refused.append(url)
+        return io.BytesIO(b"")
+
+    def _check_refused(self):
+        if self.refused:
+            raise InputError(
+                "input refers to other files or URLs (a playlist or reference file); send the media itself"
+            )
+
+    def close(self):
+        c = getattr(self, "container", None)
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # closing a broken input must not hide the real error
+                pass
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _why(e: BaseException) -> str:
+    """The useful part of a PyAV error, one line, without the file path."""
+    msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(msg).split())
+
+
+def _codec_name(stream) -> str:
+    ctx = stream.codec_context
+    codec = getattr(ctx, "codec", None) if ctx is not None else None
+    if codec is None:
+        raise UnsupportedMediaError("cannot decode input: its audio codec is unknown to the decoder")
+    return codec.canonical_name or codec.name
+
+
+def _frame_to_float(frame) -> np.ndarray:
+    """A decoded frame with 1 or 2 channels as float32 [n, channels], with FFmpeg's int->float scaling."""
+    a = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    a = a.T if frame.format.is_planar else a.reshape(-1, channels)
+    if a.dtype == np.uint8:
+        return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    scale = _INT_SCALE.get(a.dtype)
+    if scale is not None:
+        return (a / scale).astype(np.float32)
+    return a.astype(np.float32, copy=False)
+
+
+class _Stereo:
+    """Turns decoded frames into float32 [n, 2] arrays: mono is duplicated exactly, stereo is kept as is, and
+    more channels go through libswresample's standard downmix (see iter_decode)."""
+
+    def __init__(self):
+        self._resampler = None
+        self._key = None
+
+    def convert(self, frame) -> Iterator[np.ndarray]:
+        if frame.layout.nb_channels <= 2:
+            yield from self.flush()
+            x = _frame_to_float(frame)
+            if x.shape[1] == 1:
+                x = np.repeat(x, 2, axis=1)
+            yield x
+            return
+        key = (frame.layout.name, frame.format.name, frame.sample_rate)
+        if key != self._key:  # a new downmixer per input layout; the old one is drained first
+            yield from self.flush()
+            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=frame.sample_rate)
+            self._key = key
+        for out in self._resampler.resample(frame):
+            yield out.to_ndarray().T.astype(np.float32, copy=False)
+
+    def flush(self) -> Iterator[np.ndarray]:
+        if self._resampler is not None:
+            for out in self._resampler.resample(None):
+                yield out.to_ndarray().T.astype(np.float32, copy=False)
+            self._resampler = None
+            self._key = None
+
+
+class _Facts:
+    rate: int | None = None
+    channels: int | None = None
+
+
+def _decoded(inp: _Input, facts: _Facts) -> Iterator[np.ndarray]:
+    """Every decoded sample of the input's first audio stream, as float32 [n, 2] pieces (one per frame).
+
+    Corrupt packets are skipped (counted and logged); too many of them, a read error, or a sample rate change
+    raise InputError. probe and iter_decode both use this, so their counts agree by construction.
+    """
+    stereo = _Stereo()
+    packets = bad = 0
+    first_error = None
+    try:
+        for packet in inp.container.demux(inp.stream):
+            if packet.size:
+                packets += 1
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:
+                bad += 1
+                first_error = first_error or _why(e)
+                continue
+            for frame in frames:
+                if facts.rate is None:
+                    facts.rate, facts.channels = frame.sample_rate, frame.layout.nb_channels
+                elif frame.sample_rate != facts.rate:
+                    raise InputError(
+                        f"cannot decode input: sample rate changes mid-stream ({facts.rate} -> "
+                        f"{frame.sample_rate} Hz)"
+                    )
+                yield from stereo.convert(frame)
+        yield from stereo.flush()
+    except av.FFmpegError as e:
+        raise InputError(f"cannot decode input: {_why(e)}") from None
+    except OSError as e:
+        raise InputError(f"cannot read input: {e.strerror or e}") from None
+    inp._check_refused()
+    if bad:
+        log.warning("skipped %d corrupt packet(s) of %d in %s: %s", bad, packets, inp.name, first_error)
+    if bad > max(_MAX_BAD_PACKETS_ALWAYS_OK, _MAX_BAD_PACKET_SHARE * packets) or (bad and facts.rate is None):
+        raise InputError(f"cannot decode input: {bad} of {packets} packets are corrupt ({first_error})")
+
+
+def _claimed_seconds(inp: _Input) -> float | None:
+    """The duration the container states for the audio stream (or the whole file), if any."""
+    s = inp.stream
+    if s.duration and s.time_base:
+        return float(s.duration * s.time_base)
+    if inp.container.duration:
+        return inp.container.duration / 1_000_000
+    return None
+
+
+def probe(path) -> AudioInfo:
+    """Facts about the first audio stream of `path` (any container FFmpeg reads, video files included).
+
+    `frames` is exact: the stream is decoded once, streaming, and its samples counted (container durations are
+    estimates for many formats). `sample_rate` and `channels` are those of the decoded audio (e.g. HE-AAC
+    decodes at twice the rate its container may announce).
+    Raises InputError for a missing, empty, unreadable or corrupt file, no audio stream, or 0 decoded samples;
+    UnsupportedMediaError when FFmpeg does not recognize the format or the codec.
+    """
+    facts = _Facts()
+    frames = 0
+    with _Input(path) as inp:
+        for piece in _decoded(inp, facts):
+            frames += len(piece)
+        codec, container = inp.codec, inp.container.format.name
+        claimed = _claimed_seconds(inp)
+    if frames == 0 or facts.rate is None:
+        raise InputError("input is empty (0 samples)")
+    if claimed and frames / facts.rate < 0.95 * claimed - 0.05:
+        # FFmpeg (like the ffmpeg CLI) stops quietly at some damage, e.g. a bad Ogg page; container durations
+        # are only estimates for some formats (VBR mp3 without a header), so this is a warning, not an error.
+        log.warning("decoded %.2f s of %s but its container says %.2f s: it may be truncated or damaged",
+                    frames / facts.rate, Path(path).name, claimed)
+    return AudioInfo(facts.rate, facts.channels, frames, frames / facts.rate, codec, container)
+
+
+def iter_decode(path, block_frames: int = 262144) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of `path` as float32 [n, 2] blocks at the stream's own sample rate.
+
+    Every block has `block_frames` frames except the last; the total equals `probe(path).frames`. Nothing but
+    the current block is held in memory.
+
+    Channels: mono is duplicated exactly (L == R == the mono samples); stereo (any 2-channel layout) is kept as
+    decoded; more than 2 channels are downmixed by libswresample (av.AudioResampler, layout "stereo") with
+    FFmpeg's standard matrix, not normalized for float output: L = FL + 0.7071 * (FC + every other left-side
+    channel: BL, SL, ...), R likewise, a back-centre channel at 0.5 to each side, LFE dropped (lfe_mix_level 0).
+    So 5.1 (FL FR FC LFE BL BR) gives L = FL + 0.7071 FC + 0.7071 BL, R = FR + 0.7071 FC + 0.7071 BR.
+    A layout with unspecified channel order is read as FFmpeg's default layout for its channel count
+    (3 -> 2.1, 4 -> 4.0, 6 -> 5.1, 8 -> 7.1).
+    Integer samples are scaled as FFmpeg does (int16 / 32768, int32 / 2**31, (uint8 - 128) / 128).
+    Errors are raised on the first next() (or mid-stream for damage found later), as in `probe`.
+    """
+    if int(block_frames) < 1:
+        raise ValueError("block_frames must be >= 1")
+    block_frames = int(block_frames)
+    facts = _Facts()
+    with _Input(path) as inp:
+        buf = np.empty((block_frames, 2), np.float32)
+        fill = 0
+        total = 0
+        for piece in _decoded(inp, facts):
+            total += len(piece)
+            while len(piece):
+                take = min(block_frames - fill, len(piece))
+                buf[fill : fill + take] = piece[:take]
+                fill += take
+                piece = piece[take:]
+                if fill == block_frames:
+                    yield buf
+                    buf = np.empty((block_frames, 2), np.float32)
+                    fill = 0
+        if total == 0:
+            raise InputError("input is empty (0 samples)")
+        if fill:
+            yield buf[:fill]
+
+
+# ---------------------------------------------------------------------------------------------------- resampling
+
+
+def out_frames(n: int, in_rate: int, out_rate: int) -> int:
+    """Frames that `n` frames at `in_rate` become at `out_rate`: n * out_rate / in_rate rounded to the nearest
+    integer, halves rounded up, computed exactly in integers (no float error for any length).
+
+    Upsampling then downsampling back with this rule returns exactly n. Downsampling first loses that (two
+    lengths can map to one), so a round trip that must end at a known length passes `total_out_frames`.
+    """
+    n, in_rate, out_rate = int(n), int(in_rate), int(out_rate)
+    return (2 * n * out_rate + in_rate) // (2 * in_rate)
+
+
+class StreamResampler:
+    """Streaming soxr resampler ("HQ" quality, librosa's default) for float32 [n, 2] blocks.
+
+    Over a whole stream (every `process` output plus `flush`) it returns exactly `total_out_frames` frames,
+    by default out_frames(total_in_frames, in_rate, out_rate): soxr's output is trimmed or zero-padded at the
+    end to that count. With total_in_frames=None and no total_out_frames the count is soxr's own.
+    When in_rate == out_rate it is an identity (blocks are copied, counts still enforced).
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, total_in_frames: int | None, total_out_frames: int | None = None):
+        self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        if self.in_rate <= 0 or self.out_rate <= 0:
+            raise ValueError("sample rates must be positive")
+        if total_out_frames is not None:
+            self.target = int(total_out_frames)
+        elif total_in_frames is not None:
+            self.target = out_frames(total_in_frames, self.in_rate, self.out_rate)
+        else:
+            self.target = None
+        self.emitted = 0
+        self._soxr = None
+        if self.in_rate != self.out_rate:
+            self._soxr = soxr.ResampleStream(self.in_rate, self.out_rate, 2, dtype="float32", quality="HQ")
+        self._done = False
+
+    def _limit(self, y: np.ndarray) -> np.ndarray:
+        if self.target is not None:
+            y = y[: max(0, self.target - self.emitted)]
+        self.emitted += len(y)
+        return y
+
+    def process(self, block) -> np.ndarray:
+        """Feed a [n, 2] block; returns the frames that are ready ([m, 2] float32, m may be 0)."""
+        if self._done:
+            raise RuntimeError("StreamResampler already flushed")
+        x = _as_stereo_block(block)
+        if self._soxr is None:
+            return self._limit(x.copy())
+        return self._limit(self._soxr.resample_chunk(x))
+
+    def flush(self) -> np.ndarray:
+        """End of stream: the remaining frames, zero-padded so the total is exact."""
+        if self._done:
+            return np.zeros((0, 2), np.float32)
+        self._done = True
+        y = np.zeros((0, 2), np.float32)
+        if self._soxr is not None:
+            y = self._soxr.resample_chunk(np.zeros((0, 2), np.float32), last=True)
+        y = self._limit(y)
+        if self.target is not None and self.emitted < self.target:
+            pad = np.zeros((self.target - self.emitted, 2), np.float32)
+            self.emitted = self.target
+            y = np.concatenate([y, pad])
+        return y
+
+
+def _as_stereo_block(block) -> np.ndarray:
+    x = np.asarray(block)
+    if x.ndim == 1:  # [n] mono convenience
+        x = np.repeat(x[:, None], 2, axis=1)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"expected a [n, 2] block, got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def resample_blocks(
+    blocks: Iterable[np.ndarray], in_rate: int, out_rate: int, total_in_frames: int | None,
+    total_out_frames: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Resample a stream of [n, 2] blocks with StreamResampler; yields non-empty [m, 2] float32 blocks."""
+    r = StreamResampler(in_rate, out_rate, total_in_frames, total_out_frames)
+    for block in blocks:
+        y = r.process(block)
+        if len(y):
+            yield y
+    y = r.flush()
+    if len(y):
+        yield y
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# Data bytes above which a WAV's 32-bit size fields overflow; such stems are written as RF64 (still ".wav").
+_WAV_LIMIT = 0xFFFFFFFF - (1 << 20)
+
+
+def extension(output_format: str) -> str:
+    """File extension (with the dot) of an output format."""
+    _check_format(output_format)
+    return {"flac": ".flac", "mp3": ".mp3"}.get(output_format, ".wav")
+
+
+def _check_format(output_format):
+    if output_format not in OUTPUT_FORMATS:
+        raise OptionError("output_format", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+
+
+def mp3_rate(sample_rate: int) -> int:
+    """The rate an mp3 stem is stored at: MPEG audio allows 8000..48000 Hz in 9 steps. Other rates are
+    resampled: above 48 kHz to 44100 (multiples of 11025) or 48000, otherwise to the next higher MPEG rate."""
+    sample_rate = int(sample_rate)
+    if sample_rate in _MP3_RATES:
+        return sample_rate
+    if sample_rate > 48000:
+        return 44100 if sample_rate % 11025 == 0 else 48000
+    return next(r for r in _MP3_RATES if r > sample_rate)
+
+
+class StemWriter:
+    """Streaming encoder of one stem to `path`.
+
+    Formats: "wav" 32-bit float WAV (no clipping), "wav16"/"wav24" PCM WAV and "flac" 24-bit FLAC (clipped to
+    [-1, 1], rounded as FFmpeg does: round(x * 2**(bits-1)) clipped to the integer range), "mp3" constant
+    bitrate 320 kbit/s by libsndfile's LAME encoder (MPEG-2 rates <= 24 kHz cap it at 160, MPEG-2.5 <= 12 kHz
+    at 64), with a LAME/Xing header so decoders drop the encoder delay and padding (FFmpeg and libsndfile read
+    back exactly the written length); mp3 at a rate MPEG lacks is resampled to `mp3_rate(sample_rate)`
+    (`file_rate` says what the file holds). A WAV whose data would pass 4 GiB is written as RF64 when
+    `frames` (the expected length) is given.
+
+    The file is written under a temporary name in the same directory and renamed onto `path` by close(), so a
+    reader never sees a half-written stem; abort() (or an exception inside `with`) removes it.
+    """
+
+    def __init__(self, path, sample_rate: int, output_format: str = "wav", mono: bool = False,
+                 frames: int | None = None):
+        _check_format(output_format)
+        if int(sample_rate) <= 0:
+            raise OptionError("sample_rate", f"must be a positive integer, got {sample_rate!r}")
+        self.path = Path(path)
+        self.sample_rate = int(sample_rate)
+        self.output_format = output_format
+        self.mono = bool(mono)
+        self.channels = 1 if self.mono else 2
+        self.file_rate = mp3_rate(self.sample_rate) if output_format == "mp3" else self.sample_rate
+        self.frames_written = 0  # frames given to write(), at sample_rate
+        self._resampler = None
+        if self.file_rate != self.sample_rate:
+            self._resampler = StreamResampler(self.sample_rate, self.file_rate, None)
+        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.part")
+        self._int_bits = {"wav16": 16, "wav24": 24, "flac": 24}.get(output_format)
+        container, subtype, extra = {
+            "wav": ("WAV", "FLOAT", {}),
+            "wav16": ("WAV", "PCM_16", {}),
+            "wav24": ("WAV", "PCM_24", {}),
+            "flac": ("FLAC", "PCM_24", {}),
+            "mp3": ("MP3", "MPEG_LAYER_III", {"compression_level": 0.0, "bitrate_mode": "CONSTANT"}),
+        }[output_format]
+        if container == "WAV" and frames is not None:
+            bytes_per_sample = {"FLOAT": 4, "PCM_16": 2, "PCM_24": 3}[subtype]
+            if int(frames) * self.channels * bytes_per_sample > _WAV_LIMIT:
+                container = "RF64"
+        self.subtype = subtype
+        try:
+            self._file = sf.SoundFile(self._tmp, "w", samplerate=self.file_rate, channels=self.channels,
+                                      subtype=subtype, format=container, **extra)
+        except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
+            self._remove_tmp()
+            raise OSError(f"cannot create {self.path.name} ({output_format}): {_why(e)}") from None
+        self._closed = False
+
+    def write(self, block) -> None:
+        """Append a float32 [n, 2] block (a [n] array counts as mono); mono=True stores (L + R) / 2."""
+        if self._closed:
+            raise RuntimeError("StemWriter is closed")
+        x = _as_stereo_block(block)
+        self.frames_written += len(x)
+        if self._resampler is not None:
+            x = self._resampler.process(x)
+        self._encode(x)
+
+    def _encode(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        if self.mono:
+            x = (0.5 * (x[:, 0] + x[:, 1]))[:, None]
+        if self._int_bits:
+            # Integer samples computed here (clip + round) rather than by libsndfile, which scales by 2**n - 1
+            # and does not clip unless told to. 24-bit values sit in the top bits of int32, as libsndfile wants.
+            q = np.clip(np.rint(x.astype(np.float64) * 2.0 ** (self._int_bits - 1)),
+                        -(2 ** (self._int_bits - 1)), 2 ** (self._int_bits - 1) - 1)
+            x = (q * 2 ** (32 - self._int_bits)).astype(np.int32) if self._int_bits == 24 else q.astype(np.int16)
+        elif self.output_format == "mp3":
+            x = np.clip(x, -1.0, 1.0)
+        try:
+            self._file.write(np.ascontiguousarray(x))
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise OSError(f"cannot write {self.path.name}: {_why(e)}") from None
+
+    def close(self) -> Path:
+        """Finish the file and move it to `path` (atomic rename); returns `path`."""
+        if self._closed:
+            return self.path
+        try:
+            if self._resampler is not None:
+                self._encode(self._resampler.flush())
+            self._file.close()
+            with open(self._tmp, "rb") as f:  # the data is on disk before the name says it is complete
+                os.fsync(f.fileno())
+            os.replace(self._tmp, self.path)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            self.abort()
+            raise OSError(f"cannot write {self.path.name}: {_why(e)}") from None
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the stem: close and remove the temporary file; `path` is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._file.close()
+        except Exception:  # already broken; removing the file is what matters
+            pass
+        self._remove_tmp()
+
+    def _remove_tmp(self):
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_stem(path, array, sample_rate: int, output_format: str = "wav", mono: bool = False,
+               block_frames: int = 262144) -> Path:
+    """Write a whole float32 [T, 2] (or [T]) array as one stem; see StemWriter."""
+    x = np.asarray(array)
+    with StemWriter(path, sample_rate, output_format, mono, frames=len(x)) as w:
+        for i in range(0, len(x), block_frames):
+            w.write(x[i : i + block_frames])
+        if len(x) == 0:
+            w.write(np.zeros((0, 2), np.float32))
+    return Path(path)
