@@ -1,0 +1,143 @@
+"""Request and response shapes (they also make the OpenAPI document at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STEMS = ("vocals", "instrumental", "drums", "bass", "other")
+EXT = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
+MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+
+
+class Stem(str, Enum):
+    vocals = "vocals"
+    instrumental = "instrumental"
+    drums = "drums"
+    bass = "bass"
+    other = "other"
+
+
+class JobOptions(BaseModel):
+    """Separation options: form fields of a multipart request, or keys of a JSON body."""
+    model_config = ConfigDict(extra="forbid")
+
+    stems: list[str] = Field(default=["vocals", "instrumental"],
+                             description="comma list of vocals, instrumental, drums, bass, other; or `all`")
+    format: Literal["wav", "wav16", "wav24", "flac", "mp3"] = Field("wav", description="wav is float32")
+    sample_rate: Literal["native", 44100] = Field("native", description="`native` keeps the input's rate")
+    mono: bool = False
+    overlap_large: float | None = Field(None, ge=0, le=0.99)
+    overlap_small: float | None = Field(None, ge=0, le=0.99)
+    chunk_size: int | None = Field(None, ge=1)
+    shifts: int | None = Field(None, ge=0, le=20)
+    single_onnx: bool | None = None
+    use_kim_model_1: bool | None = None
+
+    @field_validator("stems", mode="before")
+    @classmethod
+    def _parse_stems(cls, v):
+        items = [s.strip().lower() for s in v.split(",")] if isinstance(v, str) else list(v)
+        items = [s for s in items if s]
+        if items == ["all"]:
+            return list(STEMS)
+        bad = [s for s in items if s not in STEMS]
+        if bad or not items:
+            raise ValueError(f"expected a comma list of {', '.join(STEMS)} or 'all'")
+        return sorted(set(items), key=STEMS.index)
+
+    @field_validator("sample_rate", mode="before")
+    @classmethod
+    def _parse_rate(cls, v):
+        return 44100 if str(v).strip() == "44100" else v
+
+
+class JsonJobRequest(JobOptions):
+    url: str = Field(..., description="http(s) URL of the media")
+    wait: bool | None = Field(None, description="POST /separate only: false answers 202 with the job")
+
+
+class InputFacts(BaseModel):
+    name: str | None = None
+    source: Literal["upload", "url"] | None = None
+    bytes: int | None = None
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    frames: int | None = None
+    codec: str | None = None
+    container: str | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    status: int
+
+
+class Job(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="results and the job are deleted after this")
+    progress: float = Field(..., ge=0, le=1)
+    stage: str | None = None
+    eta_s: float | None = Field(None, description="estimated seconds left (running jobs)")
+    queue_position: int | None = Field(None, description="1 = next to run (queued jobs)")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
+    error: JobError | None = None
+    input: InputFacts
+    options: dict
+    pack: str | None = Field(None, description="model pack kind: real, demo or custom")
+    attempts: int = 0
+    stems: dict[str, str] = Field(default_factory=dict, description="stem name -> download URL")
+    result_zip: str | None = None
+    logs: str
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class LogChunk(BaseModel):
+    offset: int
+    next_offset: int
+    text: str
+    complete: bool = Field(..., description="the job is finished and the log has no more bytes")
+
+
+class Ready(BaseModel):
+    ready: bool
+    reason: str
+    pack: str | None = None
+    missing: list[str] = Field(default_factory=list)
+
+
+class QueueState(BaseModel):
+    queued: int
+    running: int
+    capacity: int
+    current: str | None = None
+
+
+class Status(BaseModel):
+    version: str
+    uptime_s: float
+    device: dict
+    pack: dict
+    queue: QueueState
+    jobs: dict[str, int]
+    limits: dict
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(..., description="machine-readable code")
+    message: str
+    field: str | None = None
+    missing: list[str] | None = None
+    error_id: str | None = None
