@@ -1,0 +1,366 @@
+"""The MDX23 ensemble (docs: ../shared/docs/mdx23-algorithm.md) and the engine's public API.
+
+Every full-length signal (the 44.1 kHz mix, the vocals, the drums/bass/other sums) lives in a `Signal`: on disk
+for files (bounded memory whatever the duration), in memory for the array API. The models stream over them
+window by window (`mdx.py`, `demucs_runner.py`) and add their weighted share of the ensemble as soon as a piece
+is final, so nothing is ever held whole in RAM.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import audio
+from .demucs_runner import DemucsRunner, window_count
+from .device import batch_size_for, resolve_device
+from .errors import Cancelled, OptionError
+from .mdx import CHUNK, PIECE_BYTES, MdxRunner, piece_count
+from .pack import (DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack,
+                   _empty_cuda_cache)
+from .signal import ArraySignal, DiskSignal, Signal, blocks
+
+log = logging.getLogger("mvsep.engine")
+
+MODEL_RATE = 44100
+VOCAL_STEMS = ("vocals", "instrumental")
+FOUR_STEMS = ("drums", "bass", "other", "instrumental2")
+# The 4-stem weights of the spec, per model in FOUR_STEM_BAGS order.
+WEIGHTS = {"drums": (18, 2, 4, 9), "bass": (19, 4, 5, 8), "other": (14, 2, 5, 10)}
+DEMUCS_WINDOW_BYTES = 2 * 2 * 44100 * 8 * 4 * 40  # rough device memory of one HTDemucs window pair in flight
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    only_vocals: bool = False
+    overlap_large: float = 0.6
+    overlap_small: float = 0.5
+    chunk_size: int = 1_000_000
+    shifts: int = 1
+    seed: int = 0
+    single_onnx: bool = False
+    use_kim_model_1: bool = False
+    output_format: str = "wav"
+    sample_rate: str | int = "native"
+    mono: bool = False
+
+    def validate(self) -> "Options":
+        """A checked copy: overlaps clamped to [0, 0.99] as the original did, everything else must be in range."""
+        if not 44_100 <= int(self.chunk_size) <= 10_000_000:
+            raise OptionError("chunk_size", "must be between 44100 and 10000000 samples")
+        if not 0 <= int(self.shifts) <= 10:
+            raise OptionError("shifts", "must be between 0 and 10")
+        if int(self.seed) < 0:
+            raise OptionError("seed", "must be >= 0")
+        if self.output_format not in audio.OUTPUT_FORMATS:
+            raise OptionError("output_format", f"must be one of {', '.join(audio.OUTPUT_FORMATS)}")
+        rate = str(self.sample_rate)
+        if rate not in ("native", str(MODEL_RATE)):
+            raise OptionError("sample_rate", f"must be native or {MODEL_RATE}")
+        clamp = lambda v: min(max(float(v), 0.0), 0.99)  # noqa: E731
+        return replace(self, overlap_large=clamp(self.overlap_large), overlap_small=clamp(self.overlap_small),
+                       chunk_size=int(self.chunk_size), shifts=int(self.shifts), seed=int(self.seed),
+                       sample_rate=rate if rate == "native" else MODEL_RATE)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return VOCAL_STEMS if self.only_vocals else VOCAL_STEMS + FOUR_STEMS
+
+
+@dataclass
+class SeparationResult:
+    stems: dict[str, Path]
+    info: audio.AudioInfo
+    timings: dict[str, float] = field(default_factory=dict)
+    pack: str = "real"
+
+
+class _Job:
+    """Progress, cancellation and stage timings of one separation."""
+
+    def __init__(self, progress: Progress | None, cancel: Callable[[], bool] | None):
+        self.progress, self.cancel = progress, cancel
+        self.total, self.done = 1.0, 0.0
+        self.timings: dict[str, float] = {}
+        self.stage, self._t0 = "", time.monotonic()
+
+    def start(self, stage: str) -> None:
+        self.check()
+        self._close_stage()
+        self.stage, self._t0 = stage, time.monotonic()
+        self._report()
+
+    def step(self, units: float) -> None:
+        self.done += units
+        self._report()
+        self.check()
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("separation canceled")
+
+    def finish(self) -> None:
+        self._close_stage()
+        self.done = self.total
+        self._report()
+
+    def _close_stage(self) -> None:
+        if self.stage:
+            self.timings[self.stage] = self.timings.get(self.stage, 0.0) + time.monotonic() - self._t0
+
+    def _report(self) -> None:
+        if self.progress:
+            self.progress(min(self.done / self.total, 1.0), self.stage)
+
+
+class Separator:
+    def __init__(self, model_dir=None, device: str | None = "auto", gpu_id: int = 0, large_gpu: bool = False,
+                 memory_budget_mb: int | None = None, allow_demo: bool | None = None,
+                 batch_size: int | None = None, threads: int | None = None, half: bool = False):
+        self.device = resolve_device(device)
+        if self.device == "cuda":
+            torch.cuda.set_device(gpu_id)
+        if threads:
+            torch.set_num_threads(threads)
+        self.pack = ModelPack(model_dir, self.device, gpu_id, large_gpu, memory_budget_mb, allow_demo, threads)
+        tdev = self.pack.torch_device()
+        release = lambda: _empty_cuda_cache(self.device)  # noqa: E731
+        self.demucs = DemucsRunner(tdev, batch_size or batch_size_for(tdev, DEMUCS_WINDOW_BYTES, 1), half, release)
+        self.mdx = MdxRunner(tdev, batch_size or batch_size_for(tdev, PIECE_BYTES, 4), release)
+
+    # --- pack --------------------------------------------------------------------------------------------
+    def missing(self, opts: Options) -> list[str]:
+        return self.pack.missing(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+
+    def warm(self, opts: Options | None = None) -> None:
+        """Verify and load the models `opts` need, so the first request does not pay for it."""
+        opts = (opts or Options(only_vocals=True)).validate()
+        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        self.pack.demucs(DEMUCS_VOCALS)
+        for name in self._mdx_models(opts):
+            self.pack.onnx(name)
+        if not opts.only_vocals:
+            for bag, _ in FOUR_STEM_BAGS:
+                self.pack.demucs(bag)
+
+    # --- public API ----------------------------------------------------------------------------------------
+    def separate_file(self, input_path, output_dir, opts: Options | None = None, *, stems=None,
+                      progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                      work_dir=None, name: str | None = None,
+                      suffixes: dict[str, str] | None = None) -> SeparationResult:
+        """Separate a media file into stem files `<name>_<stem><ext>` in `output_dir`.
+
+        Stems have the input's sample rate and exactly its frame count (or 44.1 kHz when asked). Each file is
+        written under a temporary name and renamed when complete; on any error none of them is left behind.
+        """
+        opts = (opts or Options()).validate()
+        stems = self._stems_asked(opts, stems)
+        info = audio.probe(input_path)
+        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        out_rate = info.sample_rate if opts.sample_rate == "native" else MODEL_RATE
+        out_frames = info.frames if opts.sample_rate == "native" else audio.out_frames(
+            info.frames, info.sample_rate, MODEL_RATE)
+        length = audio.out_frames(info.frames, info.sample_rate, MODEL_RATE)
+        job = _Job(progress, cancel)
+        job.start("load models")
+        job.total = self._work_units(length, opts) + 2 * length / CHUNK  # + decode and encode
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        name = name or Path(input_path).stem
+        ext = audio.extension(opts.output_format)
+        paths = {s: output_dir / f"{name}_{(suffixes or {}).get(s, s)}{ext}" for s in stems}
+        tmp = Path(tempfile.mkdtemp(prefix="mvsep-", dir=work_dir))
+        written: list[Path] = []
+        try:
+            job.start("decode")
+            mix = DiskSignal(tmp / "mix.f32", length, 2)
+            pos = 0
+            for block in audio.resample_blocks(audio.iter_decode(input_path), info.sample_rate, MODEL_RATE,
+                                               info.frames):
+                mix.write(pos, block)
+                pos += len(block)
+                job.step(len(block) / CHUNK)
+            signals = self._ensemble(mix, lambda n, ch, tag: DiskSignal(tmp / f"{tag}.f32", n, ch), opts, job)
+            job.start("encode")
+            writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono) for s, p in paths.items()}
+            try:
+                for stem_blocks in _fit_all(self._stem_blocks(signals, stems, job), stems, MODEL_RATE,
+                                            out_rate, length, out_frames):
+                    for s, block in stem_blocks.items():
+                        writers[s].write(block)
+                for s, w in writers.items():
+                    w.close()
+                    written.append(paths[s])
+            except BaseException:
+                for w in writers.values():
+                    w.abort()
+                raise
+            job.finish()
+            return SeparationResult(paths, info, job.timings, self.pack.kind)
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
+                       progress: Progress | None = None,
+                       cancel: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+        """Separate an in-memory clip (float32 [T, 2] or [T]); stems come back at `sample_rate` with T frames
+        (or at 44.1 kHz when opts.sample_rate == 44100)."""
+        opts = (opts or Options()).validate()
+        stems = self._stems_asked(opts, stems)
+        mix = np.asarray(mix, np.float32)
+        if mix.ndim == 1:
+            mix = mix[:, None]
+        if mix.ndim != 2 or mix.shape[0] == 0 or mix.shape[1] not in (1, 2):
+            raise OptionError("mix", "must be a non-empty [frames] or [frames, 1|2] array")
+        if mix.shape[1] == 1:
+            mix = np.repeat(mix, 2, axis=1)
+        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        frames = len(mix)
+        length = audio.out_frames(frames, sample_rate, MODEL_RATE)
+        out_rate = sample_rate if opts.sample_rate == "native" else MODEL_RATE
+        out_frames = frames if opts.sample_rate == "native" else length
+        job = _Job(progress, cancel)
+        job.start("load models")
+        job.total = self._work_units(length, opts) + length / CHUNK
+        mix44 = ArraySignal(np.concatenate(list(audio.resample_blocks([mix], sample_rate, MODEL_RATE, frames))))
+        signals = self._ensemble(mix44, lambda n, ch, tag: ArraySignal.zeros(n, ch), opts, job)
+        parts: dict[str, list[np.ndarray]] = {s: [] for s in stems}
+        for stem_blocks in _fit_all(self._stem_blocks(signals, stems, job), stems, MODEL_RATE, out_rate, length,
+                                    out_frames):
+            for s, block in stem_blocks.items():
+                parts[s].append(block)
+        job.finish()
+        return {s: np.concatenate(p) for s, p in parts.items()}
+
+    # --- the ensemble ----------------------------------------------------------------------------------------
+    def _ensemble(self, mix: Signal, new_signal, opts: Options, job: _Job) -> dict[str, Signal]:
+        """Vocals = (12 v1 + 8 v2 + 3 v_demucs) / 23 (single_onnx: (6 v1 + v_demucs) / 7); then, unless
+        only_vocals, the weighted drums/bass/other of the four demucs models on the instrumental."""
+        length = mix.frames
+        vocals = new_signal(length, 2, "vocals")
+        w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
+
+        model = self.pack.demucs(DEMUCS_VOCALS)
+        iv = list(model.sources).index("vocals")
+        job.start("demucs vocals")
+        self.demucs.run(model, mix.read, length, opts.overlap_large,
+                        lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
+                        shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step)
+
+        kim_vocal = self._mdx_models(opts)[0]
+        job.start(f"mdx {Path(kim_vocal).stem}")
+        self.mdx.run(self.pack.onnx(kim_vocal), mix.read, length, opts.chunk_size, opts.overlap_large,
+                     lambda s, y: vocals.add(s, y.T * w_v1), job.step)
+        if not opts.single_onnx:
+            # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
+            job.start(f"mdx {Path(KIM_INST).stem}")
+            self.mdx.run(self.pack.onnx(KIM_INST), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
+                         opts.overlap_large,
+                         lambda s, y: vocals.add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), job.step)
+        signals = {"mix": mix, "vocals": vocals}
+        if opts.only_vocals:
+            return signals
+
+        dbo = new_signal(length, 6, "dbo")  # drums L R, bass L R, other L R: weighted sums
+        instrum = lambda a, b: mix.read(a, b) - vocals.read(a, b)  # noqa: E731
+        for i, (bag, which) in enumerate(FOUR_STEM_BAGS):
+            model = self.pack.demucs(bag)
+            sources = list(model.sources)
+            job.start(bag)
+
+            def add(s, est, scale, i=i, sources=sources):
+                est = est * scale[:, None, None]
+                if len(sources) > 4:  # htdemucs_6s: guitar and piano go to other
+                    est[sources.index("other")] += est[sources.index("guitar")] + est[sources.index("piano")]
+                parts = [est[sources.index(k)] * (WEIGHTS[k][i] / sum(WEIGHTS[k])) for k in ("drums", "bass",
+                                                                                          "other")]
+                dbo.add(s, np.concatenate(parts).T)
+
+            overlap = opts.overlap_small if which == "small" else opts.overlap_large
+            self.demucs.run(model, instrum, length, overlap, add, shifts=opts.shifts, seed=opts.seed, key=bag,
+                            step=job.step)
+        signals["dbo"] = dbo
+        return signals
+
+    def _stem_blocks(self, signals: dict[str, Signal], stems, job: _Job):
+        """The final stems at 44.1 kHz, block by block, as the spec derives them."""
+        mix, vocals, dbo = signals["mix"], signals["vocals"], signals.get("dbo")
+        for a, b in blocks(mix.frames):
+            job.check()
+            v = vocals.read(a, b)
+            rest = mix.read(a, b) - v  # the instrumental
+            out = {"vocals": v, "instrumental": rest}
+            if dbo is not None:
+                s = dbo.read(a, b)
+                d, bs, o = s[:, 0:2], s[:, 2:4], s[:, 4:6]
+                o1 = (2 * np.clip(rest - d - bs, -1, 1) + o) / 3
+                d1 = (np.clip(rest - bs - o, -1, 1) + 2 * d) / 3
+                b1 = (np.clip(rest - d - o, -1, 1) + 2 * bs) / 3
+                # each final stem uses the two first-pass others, as the original did
+                out["other"] = rest - b1 - d1
+                out["drums"] = rest - b1 - o1
+                out["bass"] = rest - d1 - o1
+                out["instrumental2"] = out["bass"] + out["drums"] + out["other"]
+            job.step((b - a) / CHUNK)
+            yield {s: out[s] for s in stems}
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def _mdx_models(self, opts: Options) -> list[str]:
+        first = KIM_VOCAL_1 if opts.use_kim_model_1 else KIM_VOCAL_2
+        return [first] if opts.single_onnx else [first, KIM_INST]
+
+    def _stems_asked(self, opts: Options, stems) -> tuple[str, ...]:
+        if stems is None:
+            return opts.stems
+        stems = tuple(stems)
+        bad = [s for s in stems if s not in opts.stems]
+        if bad or not stems:
+            raise OptionError("stems", f"must be among {', '.join(opts.stems)} for these options")
+        return stems
+
+    def _work_units(self, length: int, opts: Options) -> float:
+        """Total model work, in windows/pieces weighted by the samples each runs through its model."""
+        units = window_count(self.pack.demucs(DEMUCS_VOCALS), length, opts.overlap_large, opts.shifts,
+                             opts.seed, "vocals")
+        units += len(self._mdx_models(opts)) * piece_count(length, opts.chunk_size, opts.overlap_large)
+        if not opts.only_vocals:
+            for bag, which in FOUR_STEM_BAGS:
+                overlap = opts.overlap_small if which == "small" else opts.overlap_large
+                units += window_count(self.pack.demucs(bag), length, overlap, opts.shifts, opts.seed, bag)
+        return units
+
+
+def _fit_all(stem_blocks, stems, in_rate: int, out_rate: int, in_frames: int, out_frames: int):
+    """Resample each stem stream to `out_rate` and make it exactly `out_frames` long."""
+    resamplers = {s: audio.StreamResampler(in_rate, out_rate, in_frames) for s in stems}
+    sent = {s: 0 for s in stems}
+
+    def fit(s, block):
+        block = block[:max(0, out_frames - sent[s])]
+        sent[s] += len(block)
+        return block
+
+    for blocks_in in stem_blocks:
+        yield {s: fit(s, resamplers[s].process(b)) for s, b in blocks_in.items()}
+    tail = {}
+    for s in stems:
+        block = fit(s, resamplers[s].flush())
+        short = out_frames - sent[s]
+        if short > 0:  # rounding of the rate conversion: pad the last frames so counts are exact
+            block = np.concatenate([block, np.zeros((short, 2), np.float32)])
+            sent[s] += short
+        tail[s] = block
+    yield tail

@@ -1,0 +1,99 @@
+"""MDX-Net inference window by window, on the exact grid of the original `demix_full` / `demix_base`.
+
+`demix_full` walks chunks of C samples every int(C * (1 - overlap)) samples and box-averages them; each chunk
+goes through `demix_base`, which zero-pads it (by `trim` on both sides and up to a multiple of `gen`) and cuts
+it into pieces of `CHUNK` samples every `gen`. Here the pieces of consecutive chunks are read on demand and run
+through ONNX Runtime in batches; a chunk is assembled when its last piece is back, averaged in an `OverlapAdd`,
+and handed on once no later chunk covers it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .device import Backoff
+from .signal import OverlapAdd, Reader
+
+N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
+N_BINS = N_FFT // 2 + 1          # 3841
+CHUNK = HOP * (DIM_T - 1)        # 261120 samples per piece
+TRIM = N_FFT // 2                # 3840
+GEN = CHUNK - 2 * TRIM           # 253440 new samples per piece
+CUTOFF_HZ = DIM_F * 44100 / N_FFT  # 17640: everything above is zero in MDX outputs
+PIECE_BYTES = 4 * DIM_F * DIM_T * 4 * 6  # rough device memory per piece in flight (input, output, STFT temporaries)
+
+
+def chunk_grid(length: int, chunk_size: int, overlap: float) -> list[tuple[int, int]]:
+    step = int(chunk_size * (1 - overlap))
+    if step < 1:
+        raise ValueError(f"chunk_size {chunk_size} with overlap {overlap} leaves no step")
+    return [(s, min(s + chunk_size, length)) for s in range(0, length, step)]
+
+
+def pieces_of(n: int) -> int:
+    pad = GEN - n % GEN  # a whole extra gen when n is a multiple of it, as the original does
+    return (n + pad) // GEN
+
+
+def piece_count(length: int, chunk_size: int, overlap: float) -> int:
+    return sum(pieces_of(e - s) for s, e in chunk_grid(length, chunk_size, overlap))
+
+
+class MdxRunner:
+    def __init__(self, device: torch.device, batch_pieces: int, on_oom: Callable[[], None] | None = None):
+        self.device = device
+        self.window = torch.hann_window(N_FFT, periodic=True, device=device)
+        self.backoff = Backoff(batch_pieces, "mdx", on_oom)
+
+    def run(self, session, reader: Reader, length: int, chunk_size: int, overlap: float,
+            emit: Callable[[int, np.ndarray], None], step: Callable[[int], None] = lambda n: None) -> None:
+        """Compute M(session, x, C, overlap) of the signal `reader` ([n, 2] frames) and hand it to
+        `emit(start, [2, n])` piece by piece, in order."""
+        chunks = chunk_grid(length, chunk_size, overlap)
+        ola = OverlapAdd(emit, length)
+        todo = [(c, p) for c, (s, e) in enumerate(chunks) for p in range(pieces_of(e - s))]
+        done: dict[int, list[np.ndarray]] = {}
+        i = 0
+        while i < len(todo):
+            group = todo[i:i + self.backoff.size]
+            outs = self.backoff.run(group, lambda g: self._forward(session, reader, chunks, g))
+            for (c, p), out in zip(group, outs):
+                done.setdefault(c, []).append(out)
+                s, e = chunks[c]
+                if len(done[c]) == pieces_of(e - s):
+                    ola.add(s, np.concatenate(done.pop(c), axis=1)[:, :e - s], np.ones(e - s, np.float32))
+                    ola.flush(chunks[c + 1][0] if c + 1 < len(chunks) else length)
+            step(len(group))
+            i += len(group)
+
+    def _forward(self, session, reader: Reader, chunks, group) -> list[np.ndarray]:
+        pieces = []
+        for c, p in group:
+            s, e = chunks[c]
+            a = s - TRIM + p * GEN  # the piece in signal coordinates; zeros outside its own chunk
+            x = reader(a, a + CHUNK)
+            x[:max(0, s - a)] = 0
+            x[max(0, e - a):] = 0
+            pieces.append(x.T)
+        x = torch.from_numpy(np.stack(pieces)).to(self.device)
+        spec = self.stft(x)
+        out = session.run(None, {"input": spec.cpu().numpy()})[0]
+        y = self.istft(torch.from_numpy(np.ascontiguousarray(out, np.float32)).to(self.device))
+        return list(y[:, :, TRIM:-TRIM].cpu().numpy())
+
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """[P, 2, CHUNK] -> [P, 4, DIM_F, DIM_T], channels L_re, L_im, R_re, R_im."""
+        p = x.shape[0]
+        z = torch.stft(x.reshape(-1, CHUNK), N_FFT, HOP, window=self.window, center=True, return_complex=True)
+        z = torch.view_as_real(z).permute(0, 3, 1, 2).reshape(p, 4, N_BINS, DIM_T)
+        return z[:, :, :DIM_F]
+
+    def istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """[P, 4, DIM_F, DIM_T] -> [P, 2, CHUNK]; bins above DIM_F are zero."""
+        p = spec.shape[0]
+        pad = torch.zeros(p, 4, N_BINS - DIM_F, DIM_T, device=spec.device, dtype=spec.dtype)
+        z = torch.cat([spec, pad], 2).reshape(p * 2, 2, N_BINS, DIM_T).permute(0, 2, 3, 1).contiguous()
+        y = torch.istft(torch.view_as_complex(z), N_FFT, HOP, window=self.window, center=True)
+        return y.reshape(p, 2, CHUNK)

@@ -1,0 +1,270 @@
+"""The model pack: where it is, what a request needs from it, integrity, loading, and the resident cache."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import ModelPackError, NotInPackError
+
+log = logging.getLogger("mvsep.pack")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DIRS = (Path("/models-cache"), PACKAGE_DIR / "models")
+DEMO_DIR = PACKAGE_DIR / "demo_pack"
+MANIFEST = "SHA256SUMS"
+
+KIM_VOCAL_2, KIM_VOCAL_1, KIM_INST = "Kim_Vocal_2.onnx", "Kim_Vocal_1.onnx", "Kim_Inst.onnx"
+DEMUCS_VOCALS = "04573f0d-f3cf25b2.th"
+# Real file names by signature, so a missing file is reported by its full name.
+DEMUCS_FILES = {
+    "04573f0d": DEMUCS_VOCALS, "f7e0c4bc": "f7e0c4bc-ba3fe64a.th", "d12395a8": "d12395a8-e57c48e6.th",
+    "92cfc3b6": "92cfc3b6-ef3bcb9c.th", "955717e8": "955717e8-8726e21a.th", "5c90dfd2": "5c90dfd2-34c22ccb.th",
+    "75fc33f5": "75fc33f5-1941ce65.th",
+}
+# The 4-stem step, in the spec's order: bag name, which overlap it uses.
+FOUR_STEM_BAGS = (("htdemucs_ft", "small"), ("htdemucs", "large"), ("htdemucs_6s", "large"),
+                  ("hdemucs_mmi", "large"))
+
+
+def bag_definition(name: str) -> dict:
+    """The bag yaml that ships in the demucs package: models (signatures), weights, segment."""
+    import demucs
+    path = Path(demucs.__file__).parent / "remote" / f"{name}.yaml"
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def bag_files(name: str) -> list[str]:
+    return [DEMUCS_FILES.get(sig, f"{sig}-*.th") for sig in bag_definition(name)["models"]]
+
+
+def vocals_files(single_onnx: bool, use_kim_model_1: bool) -> list[str]:
+    files = [KIM_VOCAL_1 if use_kim_model_1 else KIM_VOCAL_2]
+    if not single_onnx:
+        files.append(KIM_INST)
+    return files + [DEMUCS_VOCALS]
+
+
+def four_stem_files() -> list[str]:
+    names: list[str] = []
+    for bag, _ in FOUR_STEM_BAGS:
+        names += [f for f in bag_files(bag) if f not in names]
+    return names
+
+
+def _has_pack_files(d: Path) -> bool:
+    return d.is_dir() and any((d / f).is_file() for f in (KIM_VOCAL_2, KIM_VOCAL_1, DEMUCS_VOCALS))
+
+
+def locate(model_dir: str | os.PathLike | None = None, allow_demo: bool | None = None) -> tuple[Path, str]:
+    """The pack dir and its kind ("real" or "demo").
+
+    An explicit dir (argument, else SPARK_MODELS_DIR) is used as given, even empty: the operator asked for it.
+    Otherwise the first default dir holding model files; otherwise the demo pack shipped in the repo, unless
+    SPARK_DEMO_PACK=0 (production boxes should not silently serve demo quality).
+    """
+    explicit = model_dir or os.environ.get("SPARK_MODELS_DIR")
+    if explicit:
+        d = Path(explicit)
+        return d, "demo" if d.resolve() == DEMO_DIR else "real"
+    for d in DEFAULT_DIRS:
+        if _has_pack_files(d):
+            return d, "real"
+    if allow_demo is None:
+        allow_demo = os.environ.get("SPARK_DEMO_PACK", "1") != "0"
+    if allow_demo and _has_pack_files(DEMO_DIR):
+        log.warning("no model pack found in %s: using the DEMO pack %s (small models, demo quality; "
+                    "SPARK_DEMO_PACK=0 disables this)", ", ".join(map(str, DEFAULT_DIRS)), DEMO_DIR)
+        return DEMO_DIR, "demo"
+    return DEFAULT_DIRS[0], "real"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Unit:
+    """One loadable thing: an ONNX session or a demucs model/bag, with its resident size."""
+    key: str
+    obj: object
+    nbytes: int
+
+
+class ModelPack:
+    def __init__(self, model_dir=None, device: str = "cpu", gpu_id: int = 0, large_gpu: bool = False,
+                 memory_budget_mb: int | None = None, allow_demo: bool | None = None, threads: int | None = None):
+        self.dir, self.kind = locate(model_dir, allow_demo)
+        self.device, self.gpu_id, self.large_gpu = device, gpu_id, large_gpu
+        self.threads = threads
+        self.budget = None if large_gpu else (memory_budget_mb or _default_budget_mb(device, gpu_id)) << 20
+        self._units: OrderedDict[str, Unit] = OrderedDict()
+        self._verified: dict[str, tuple] = {}  # name -> (size, mtime_ns) already checked against the manifest
+        self._lock = threading.RLock()
+
+    # --- what a request needs ---------------------------------------------------------------------------
+    def needed(self, only_vocals: bool, single_onnx: bool, use_kim_model_1: bool) -> list[str]:
+        files = vocals_files(single_onnx, use_kim_model_1)
+        if not only_vocals:
+            files += [f for f in four_stem_files() if f not in files]
+        return files
+
+    def file(self, name: str) -> Path | None:
+        if "*" in name:
+            hits = sorted(self.dir.glob(name))
+            return hits[0] if hits else None
+        p = self.dir / name
+        return p if p.is_file() else None
+
+    def missing(self, only_vocals: bool, single_onnx: bool = False, use_kim_model_1: bool = False) -> list[str]:
+        return [f for f in self.needed(only_vocals, single_onnx, use_kim_model_1) if self.file(f) is None]
+
+    def check(self, only_vocals: bool, single_onnx: bool = False, use_kim_model_1: bool = False) -> None:
+        """Raise if the request cannot run on this pack; verify the files it needs against the manifest."""
+        missing = self.missing(only_vocals, single_onnx, use_kim_model_1)
+        if missing:
+            four = set(four_stem_files()) - set(vocals_files(single_onnx, use_kim_model_1))
+            if not only_vocals and set(missing) >= four and not (set(missing) - four):
+                raise NotInPackError(f"4-stem separation is not in the {self.kind} pack at {self.dir} "
+                                     "(it holds the vocals models only); ask for vocals and instrumental",
+                                     sorted(four))
+            raise ModelPackError(f"model files missing from {self.dir}: {', '.join(missing)}", missing)
+        self.verify(self.needed(only_vocals, single_onnx, use_kim_model_1))
+
+    def verify(self, names: list[str]) -> None:
+        manifest = self.dir / MANIFEST
+        if not manifest.is_file():
+            return
+        sums = {}
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                digest, _, name = line.strip().partition(" ")
+                sums[name.strip().lstrip("*")] = digest.lower()
+        for name in names:
+            path = self.file(name)
+            listed = path.name if path else name
+            if listed not in sums:
+                raise ModelPackError(f"{listed} is not listed in {manifest}", [listed])
+            stat = path.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if self._verified.get(listed) == stamp:
+                continue
+            if sha256_file(path) != sums[listed]:
+                raise ModelPackError(f"{listed} does not match its sha256 in {manifest} (corrupt or wrong file)",
+                                     [listed])
+            self._verified[listed] = stamp
+
+    # --- loading ------------------------------------------------------------------------------------------
+    def onnx(self, name: str):
+        return self._get(f"onnx:{name}", lambda: self._load_onnx(name))
+
+    def demucs(self, name: str):
+        """A single checkpoint by file name, or a bag by its demucs name (htdemucs_ft, hdemucs_mmi, ...)."""
+        return self._get(f"demucs:{name}", lambda: self._load_demucs(name))
+
+    def resident(self) -> list[str]:
+        return list(self._units)
+
+    def release(self) -> None:
+        with self._lock:
+            self._units.clear()
+        _empty_cuda_cache(self.device)
+
+    def _get(self, key: str, load):
+        with self._lock:
+            unit = self._units.get(key)
+            if unit is not None:
+                self._units.move_to_end(key)
+                return unit.obj
+            unit = load()
+            self._units[key] = unit
+            self._evict(keep=key)
+            return unit.obj
+
+    def _evict(self, keep: str) -> None:
+        """Drop least recently used units while over the budget (never the one just loaded)."""
+        if self.budget is None:
+            return
+        while sum(u.nbytes for u in self._units.values()) > self.budget and len(self._units) > 1:
+            key = next(k for k in self._units if k != keep)
+            log.info("model budget %d MB: unloading %s", self.budget >> 20, key)
+            del self._units[key]
+        _empty_cuda_cache(self.device)
+
+    def _load_onnx(self, name: str) -> Unit:
+        import onnxruntime as ort
+        path = self.file(name)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        providers: list = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                # Same GPU as torch: the original always ran ONNX Runtime on device 0.
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.gpu_id,
+                                                               "arena_extend_strategy": "kSameAsRequested"}))
+            else:
+                log.warning("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): %s runs on "
+                            "the CPU, much slower", name)
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            log.warning("onnxruntime fell back to the CPU for %s (CUDA provider failed to initialise)", name)
+        return Unit(f"onnx:{name}", session, path.stat().st_size)
+
+    def _load_demucs(self, name: str) -> Unit:
+        import torch
+        from demucs.apply import BagOfModels
+        from demucs.states import load_model
+
+        def load(path: Path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load_model(path)
+            return model.eval().to(self.torch_device())
+
+        if name.endswith(".th"):
+            path = self.file(name)
+            model = load(path)
+            size = path.stat().st_size
+        else:
+            bag = bag_definition(name)
+            paths = [self.file(DEMUCS_FILES.get(sig, f"{sig}-*.th")) for sig in bag["models"]]
+            model = BagOfModels([load(p) for p in paths], bag.get("weights"), bag.get("segment"))
+            size = sum(p.stat().st_size for p in paths)
+        torch.set_grad_enabled(False)
+        return Unit(f"demucs:{name}", model, size)
+
+    def torch_device(self):
+        import torch
+        return torch.device(f"cuda:{self.gpu_id}" if self.device == "cuda" else "cpu")
+
+
+def _default_budget_mb(device: str, gpu_id: int) -> int:
+    """Resident models may use 40% of the GPU's memory, or a quarter of RAM on the CPU."""
+    if device == "cuda":
+        import torch
+        return int(torch.cuda.get_device_properties(gpu_id).total_memory * 0.4) >> 20
+    try:
+        return (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4) >> 20
+    except (ValueError, OSError):
+        return 4096
+
+
+def _empty_cuda_cache(device: str) -> None:
+    if device == "cuda":
+        import torch
+        torch.cuda.empty_cache()

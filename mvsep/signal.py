@@ -1,0 +1,125 @@
+"""Full-length signals and the overlap-add accumulator the runners stream through.
+
+A signal is float32 `[frames, channels]`. `DiskSignal` keeps it in a raw file and touches it with pread/pwrite,
+so resident memory stays bounded by the blocks in flight whatever the duration (a memory map would count every
+touched page as resident). `ArraySignal` is the same interface over a numpy array, for short clips.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+F32 = np.dtype("<f4")
+BLOCK = 1 << 18  # frames per block when a whole signal is walked
+
+
+class ArraySignal:
+    def __init__(self, data: np.ndarray):
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.frames, self.channels = self.data.shape
+
+    @classmethod
+    def zeros(cls, frames: int, channels: int) -> "ArraySignal":
+        return cls(np.zeros((frames, channels), np.float32))
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Frames [start, end) as a new array, zeros outside [0, frames)."""
+        out = np.zeros((end - start, self.channels), np.float32)
+        a, b = max(start, 0), min(end, self.frames)
+        if a < b:
+            out[a - start:b - start] = self.data[a:b]
+        return out
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.data[start:start + len(block)] = block
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        self.data[start:start + len(block)] += block
+
+    def close(self) -> None:
+        pass
+
+
+class DiskSignal:
+    def __init__(self, path: Path, frames: int, channels: int, create: bool = True):
+        self.path, self.frames, self.channels = Path(path), frames, channels
+        self._frame_bytes = channels * F32.itemsize
+        self._fd = os.open(self.path, os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0), 0o600)
+        if create:
+            os.ftruncate(self._fd, frames * self._frame_bytes)  # sparse: reads as zeros
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        out = np.zeros((end - start, self.channels), np.float32)
+        a, b = max(start, 0), min(end, self.frames)
+        if a < b:
+            raw = os.pread(self._fd, (b - a) * self._frame_bytes, a * self._frame_bytes)
+            out[a - start:b - start] = np.frombuffer(raw, F32).reshape(b - a, self.channels)
+        return out
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        data = np.ascontiguousarray(block, dtype=F32).tobytes()
+        view, offset = memoryview(data), start * self._frame_bytes
+        while view:  # pwrite may write less than asked
+            done = os.pwrite(self._fd, view, offset)
+            view, offset = view[done:], offset + done
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        self.write(start, self.read(start, start + len(block)) + block)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
+
+
+Signal = ArraySignal | DiskSignal
+Reader = Callable[[int, int], np.ndarray]  # (start, end) -> [end - start, channels], zeros outside the signal
+
+
+def blocks(frames: int, size: int = BLOCK) -> Iterator[tuple[int, int]]:
+    for start in range(0, frames, size):
+        yield start, min(start + size, frames)
+
+
+class OverlapAdd:
+    """Weighted overlap-add of windows that arrive in order of their start.
+
+    `add(start, block, weight)` accumulates `block * weight` and `weight` over [start, start + n);
+    `flush(upto)` hands every finished frame before `upto` to `sink(start, out / weight_sum)` and forgets it,
+    so only the frames still covered by windows in flight are held in memory.
+    Blocks are `[..., n]` with time last (the layout of the models' outputs).
+    """
+
+    def __init__(self, sink: Callable[[int, np.ndarray], None], end: int):
+        self.sink, self.end = sink, end
+        self.base = 0
+        self.out: np.ndarray | None = None
+        self.wsum = np.zeros(0, np.float32)
+
+    def add(self, start: int, block: np.ndarray, weight: np.ndarray) -> None:
+        n = block.shape[-1]
+        if self.out is None:
+            self.out = np.zeros(block.shape[:-1] + (0,), np.float32)
+        grow = start + n - self.base - self.wsum.shape[0]
+        if grow > 0:
+            self.out = np.concatenate([self.out, np.zeros(self.out.shape[:-1] + (grow,), np.float32)], -1)
+            self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
+        i = start - self.base
+        self.out[..., i:i + n] += block * weight
+        self.wsum[i:i + n] += weight
+
+    def flush(self, upto: int) -> None:
+        upto = min(upto, self.end)
+        k = upto - self.base
+        if k <= 0 or self.out is None:
+            return
+        assert self.wsum[:k].min() > 0, "a frame was flushed before any window covered it"
+        self.sink(self.base, self.out[..., :k] / self.wsum[:k])
+        self.out, self.wsum = self.out[..., k:].copy(), self.wsum[k:].copy()
+        self.base = upto
