@@ -49,10 +49,26 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     start_server "$pub"
     mkdir -p "$dl"
     head -c 7000 "$pub/models_part_ab" >"$dl/models_part_ab"
+    head -c 3000 "$pub/models_part_ac" >"$dl/models_part_ac.part"   # what a killed run leaves behind
     SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
     [[ $output == *"checksum mismatch for models_part_ab"* ]]
     grep -q '"path": "/models_part_ab", "range": "bytes=7000-", "status": 206' "$SERVER_LOG"
+    grep -q '"path": "/models_part_ac", "range": "bytes=3000-", "status": 206' "$SERVER_LOG"
+    [ "$(requests_for models_part_ac)" -eq 1 ]
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a plain server without Range support (python -m http.server): a stale partial is fetched whole" {
+    port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    (cd "$pub" && exec "$PY" -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1 3>&-) &
+    SERVER_PID=$!
+    for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/SHA256SUMS" 2>/dev/null && break; sleep 0.05; done
+    mkdir -p "$dl"
+    head -c 3000 "$pub/models_part_aa" >"$dl/models_part_aa.part"
+    BASE_URL="http://127.0.0.1:$port" SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"download of models_part_aa failed (curl exit 33)"* ]]
     (cd "$models" && sha256sum -c SHA256SUMS)
 }
 
