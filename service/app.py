@@ -331,7 +331,9 @@ def create_app(cfg: Config) -> FastAPI:
             filename, media = f"{name}_{stem}.{ext}", MEDIA_TYPE[ext]
         if not path.is_file():
             raise ApiError(404, "not_found", "the result files are gone (expired or deleted)")
-        return FileResponse(path, media_type=media, filename=filename, headers=headers)
+        # safe_name() leaves only [A-Za-z0-9._ -]: a plain quoted filename every client (curl -J too) reads
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return FileResponse(path, media_type=media, headers=headers)
 
     # ---- routes
     @app.get("/health", tags=["service"], summary="Liveness (no auth)")
