@@ -20,7 +20,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from make_data import SR, load_split, mix_pair  # noqa: E402
+from make_data import SR, heldout_mixtures  # noqa: E402
 
 CONDITIONS = (-5.0, 0.0, 5.0, 10.0)
 
@@ -28,19 +28,6 @@ CONDITIONS = (-5.0, 0.0, 5.0, 10.0)
 def sdr(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) /
                                max(np.sum((ref.astype(np.float64) - est) ** 2), 1e-20)))
-
-
-def heldout_mixtures(work: Path, sbr_db: float, n: int, seed: int = 1234, seconds: float | None = None):
-    """n (vocals, background) pairs [T, 2] from the held-out split at the given SBR, reproducible."""
-    speech, music = load_split(work, "heldout")
-    rng = np.random.default_rng([seed, int(sbr_db * 10) + 1000])
-    out = []
-    for k in range(n):
-        s, m = speech[k % len(speech)], music[(k * 7 + 3) % len(music)]
-        if seconds:
-            s, m = s[: int(seconds * SR)], m[: int(seconds * SR)]
-        out.append(mix_pair(rng, s, m, sbr_db))
-    return out
 
 
 # A compact ensemble straight from the spec (section M and "the vocals ensemble"), for use before the engine

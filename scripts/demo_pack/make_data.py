@@ -261,6 +261,35 @@ def load_split(work: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarra
     return sp, mu
 
 
+def heldout_mixtures(work: Path, sbr_db: float, n: int, seed: int = 1234, seconds: float | None = None):
+    """n (vocals, background) pairs [T, 2] from the held-out split at the given SBR, reproducible."""
+    speech, music = load_split(work, "heldout")
+    rng = np.random.default_rng([seed, int(sbr_db * 10) + 1000])
+    out = []
+    for k in range(n):
+        s, m = speech[k % len(speech)], music[(k * 7 + 3) % len(music)]
+        if seconds:
+            s, m = s[: int(seconds * SR)], m[: int(seconds * SR)]
+        out.append(mix_pair(rng, s, m, sbr_db))
+    return out
+
+
+def write_clips(work: Path, example: Path | None, test_dir: Path | None) -> None:
+    """The bundled example (a held-out mixture) and the quality test's held-out clips (stems, 0 dB SBR)."""
+    if example:
+        example.parent.mkdir(parents=True, exist_ok=True)
+        v, b = heldout_mixtures(work, 3.0, 1, seed=77, seconds=8.0)[0]
+        sf.write(example, v + b, SR, subtype="PCM_16")
+        print(f"wrote {example}")
+    if test_dir:
+        test_dir.mkdir(parents=True, exist_ok=True)
+        for k, (v, b) in enumerate(heldout_mixtures(work, 0.0, 3, seed=4321, seconds=6.0)):
+            # Ogg Vorbis keeps them small; the decoded stems are the truth and their sum the mixture
+            sf.write(test_dir / f"clip{k}_vocals.ogg", v, SR, format="OGG", subtype="VORBIS")
+            sf.write(test_dir / f"clip{k}_background.ogg", b, SR, format="OGG", subtype="VORBIS")
+        print(f"wrote test clips to {test_dir}")
+
+
 # ---------------------------------------------------------------- main
 
 def make_split(work: Path, split: str, n_speech: int, n_music: int, seconds: float, seed: int, jobs: int):
@@ -291,9 +320,12 @@ def main():
     ap.add_argument("--heldout-music", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--example", type=Path, default=None, help="also write the bundled example clip here")
+    ap.add_argument("--test-clips", type=Path, default=None, help="also write the quality test's clips here")
     a = ap.parse_args()
     make_split(a.work, "heldout", a.heldout_speech, a.heldout_music, a.seconds, a.seed, a.jobs)
     make_split(a.work, "train", a.train_speech, a.train_music, a.seconds, a.seed, a.jobs)
+    write_clips(a.work, a.example, a.test_clips)
 
 
 if __name__ == "__main__":
