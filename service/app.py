@@ -238,7 +238,7 @@ def create_app(cfg: Config) -> FastAPI:
             raise ApiError(503, "models_missing" if runner.missing else "not_ready",
                            f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
         st = store()
-        if st.counts().get("queued", 0) >= cfg.queue_size:
+        if (await anyio.to_thread.run_sync(st.counts)).get("queued", 0) >= cfg.queue_size:
             raise queue_full()
         job_id = new_job_id()
         job_dir = st.job_dir(job_id)
@@ -297,15 +297,16 @@ def create_app(cfg: Config) -> FastAPI:
                 raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
                                f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
             facts.update(info, name=name)
-            if not st.insert(job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size):
+            if not await anyio.to_thread.run_sync(
+                    lambda: st.insert(job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size)):
                 raise queue_full()
             st.log(job_id, f"queued: {name} ({info['source']}, {info['bytes']} bytes), "
                            f"{facts['duration_s']:.2f} s at {facts['sample_rate']} Hz, {facts['channels']} ch")
             state["worker"].wake()
         except BaseException:
-            st.delete_files(job_id)
+            await anyio.to_thread.run_sync(st.delete_files, job_id)
             raise
-        return st.get(job_id), (None if wait is None else _truthy(wait))
+        return await anyio.to_thread.run_sync(st.get, job_id), (None if wait is None else _truthy(wait))
 
     def accepted(job: dict) -> JSONResponse:
         return JSONResponse(job_out(job).model_dump(mode="json"), status_code=202,

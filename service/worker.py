@@ -157,9 +157,11 @@ class Worker(threading.Thread):
         self.store.log(job_id, f"failed: {message}")
         # Half-written stems must not look complete: a failed job keeps its log and error only.
         shutil.rmtree(self.store.out_dir(job_id), ignore_errors=True)
-        self.store.finish(job_id, "failed", stage="failed",
-                          error={"code": code, "message": message, "status": status}, timings=timings)
-        self.metrics.jobs.labels("failed").inc()
+        if self.store.finish(job_id, "failed", stage="failed",
+                             error={"code": code, "message": message, "status": status}, timings=timings):
+            self.metrics.jobs.labels("failed").inc()
+        else:  # canceled meanwhile
+            self.store.delete_files(job_id)
 
     @staticmethod
     def _keep(made: dict[str, Path], asked: list[str], out_dir: Path, ext: str) -> list[str]:

@@ -26,7 +26,7 @@ ROUTES = [("GET", "/ready"), ("GET", "/status"), ("GET", "/metrics"), ("POST", "
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, vocals_pack):
     srv = Server(tmp_path_factory.mktemp("svc") / "data", vocals_pack, SPARK_ALLOW_PRIVATE_URLS=1,
-                 SPARK_MAX_UPLOAD_MB=2, SPARK_MAX_DURATION_S=30).start()
+                 SPARK_MAX_UPLOAD_MB=2, SPARK_MAX_DURATION_S=30, SPARK_URL_TIMEOUT_S=2).start()
     yield srv
     srv.stop()
 
@@ -276,6 +276,17 @@ def media_server(inputs):
                 self.send_header("Location", "/voice.flac")
                 self.end_headers()
                 return
+            if self.path in ("/slow", "/big"):  # a trickle past the time cap; a body past the size cap
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(40 if self.path == "/slow" else 3):
+                    try:
+                        self.wfile.write(b"\0" * (1000 if self.path == "/slow" else 2**20))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.1 if self.path == "/slow" else 0)
+                return
             super().do_GET()
 
         def log_message(self, *a):
@@ -299,3 +310,8 @@ def test_url_input_from_a_local_server(client, media_server, inputs):
     assert r.status_code == 422 and "404" in r.json()["message"]
     r = client.post("/jobs", json={"url": "http://127.0.0.1:1/a.wav"})  # nothing listens there
     assert r.status_code == 502 and r.json()["error"] == "url_unreachable"
+    r = client.post("/jobs", json={"url": media_server + "/big"})  # no Content-Length, 3 MB > 2 MB
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    t0 = time.monotonic()
+    r = client.post("/jobs", json={"url": media_server + "/slow"})  # SPARK_URL_TIMEOUT_S=2
+    assert r.status_code == 504 and r.json()["error"] == "url_timeout" and time.monotonic() - t0 < 4
