@@ -304,7 +304,8 @@ def create_app(cfg: Config) -> FastAPI:
                            f"{facts['duration_s']:.2f} s at {facts['sample_rate']} Hz, {facts['channels']} ch")
             state["worker"].wake()
         except BaseException:
-            await anyio.to_thread.run_sync(st.delete_files, job_id)
+            with anyio.CancelScope(shield=True):  # also when the client went away (cancellation)
+                await anyio.to_thread.run_sync(st.delete_files, job_id)
             raise
         return await anyio.to_thread.run_sync(st.get, job_id), (None if wait is None else _truthy(wait))
 
