@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .device import Backoff
-from .signal import OverlapAdd, Reader
+from .signals import OverlapAdd, Reader
 
 # emit(start, estimate [S, 2, n], scale): a finished piece of this model's P(), to be scaled by `scale`.
 Emit = Callable[[int, np.ndarray, np.ndarray], None]

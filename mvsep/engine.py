@@ -25,7 +25,7 @@ from .errors import Cancelled, OptionError
 from .mdx import CHUNK, PIECE_BYTES, MdxRunner, piece_count
 from .pack import (DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack,
                    _empty_cuda_cache)
-from .signal import ArraySignal, DiskSignal, Signal, blocks
+from .signals import ArraySignal, DiskSignal, Signal, blocks
 
 log = logging.getLogger("mvsep.engine")
 
@@ -191,7 +191,8 @@ class Separator:
                 job.step(len(block) / CHUNK)
             signals = self._ensemble(mix, lambda n, ch, tag: DiskSignal(tmp / f"{tag}.f32", n, ch), opts, job)
             job.start("encode")
-            writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono) for s, p in paths.items()}
+            writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
+                       for s, p in paths.items()}
             try:
                 for stem_blocks in _fit_all(self._stem_blocks(signals, stems, job), stems, MODEL_RATE,
                                             out_rate, length, out_frames):
@@ -344,23 +345,8 @@ class Separator:
 
 
 def _fit_all(stem_blocks, stems, in_rate: int, out_rate: int, in_frames: int, out_frames: int):
-    """Resample each stem stream to `out_rate` and make it exactly `out_frames` long."""
-    resamplers = {s: audio.StreamResampler(in_rate, out_rate, in_frames) for s in stems}
-    sent = {s: 0 for s in stems}
-
-    def fit(s, block):
-        block = block[:max(0, out_frames - sent[s])]
-        sent[s] += len(block)
-        return block
-
+    """Resample each stem stream to `out_rate`, exactly `out_frames` long."""
+    resamplers = {s: audio.StreamResampler(in_rate, out_rate, in_frames, out_frames) for s in stems}
     for blocks_in in stem_blocks:
-        yield {s: fit(s, resamplers[s].process(b)) for s, b in blocks_in.items()}
-    tail = {}
-    for s in stems:
-        block = fit(s, resamplers[s].flush())
-        short = out_frames - sent[s]
-        if short > 0:  # rounding of the rate conversion: pad the last frames so counts are exact
-            block = np.concatenate([block, np.zeros((short, 2), np.float32)])
-            sent[s] += short
-        tail[s] = block
-    yield tail
+        yield {s: resamplers[s].process(b) for s, b in blocks_in.items()}
+    yield {s: r.flush() for s, r in resamplers.items()}

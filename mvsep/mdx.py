@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .device import Backoff
-from .signal import OverlapAdd, Reader
+from .signals import OverlapAdd, Reader
 
 N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
 N_BINS = N_FFT // 2 + 1          # 3841
