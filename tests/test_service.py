@@ -176,6 +176,10 @@ def test_cancel_running_and_queued_jobs(server, client, inputs):
     with open(inputs["mono22"], "rb") as f:
         queued = client.post("/jobs", files={"file": f}).json()
     wait_job(client, running["id"], until=("running",))
+    while (job := client.get(f"/jobs/{running['id']}").json())["progress"] < 0.05:
+        time.sleep(0.05)
+    assert job["eta_s"] > 0 and job["stage"] and job["started_at"]
+    assert client.get(f"/jobs/{queued['id']}").json()["queue_position"] == 1
     r = client.delete(f"/jobs/{queued['id']}")
     assert r.status_code == 200 and r.json()["state"] == "canceled"
     assert not (server.data_dir / "jobs" / queued["id"]).exists()

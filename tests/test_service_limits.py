@@ -1,6 +1,7 @@
 """Service limits and start-up rules: queue bound under load, private URLs, missing pack, refusing to start."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def test_missing_pack_answers_503_with_the_files(tmp_path):
 
 
 def _run_server(env: dict, seconds: float = 20) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("SPARK_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_")}
     return subprocess.run([sys.executable, "server.py"], cwd=ROOT, env={**base, **env}, capture_output=True,
                           text=True, timeout=seconds)
 
