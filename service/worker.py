@@ -30,21 +30,21 @@ class Worker(threading.Thread):
         self.on_finished = on_finished
         self.current: str | None = None
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._canceled: set[str] = set()
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
         self._canceled.add(job_id)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             if self.runner.state in ("missing_models", "error"):
                 self._fail_queued()
             job = self.store.claim_next() if self.runner.state == "ready" else None
@@ -105,7 +105,7 @@ class Worker(threading.Thread):
                          stage_started_at=time.time(), timings=timings)
 
         def cancel() -> bool:
-            return job_id in self._canceled or self._stop.is_set()
+            return job_id in self._canceled or self._halt.is_set()
 
         input_path = next(store.job_dir(job_id).glob("input*"), None)
         self.metrics.running.set(1)
@@ -134,7 +134,7 @@ class Worker(threading.Thread):
                 if name not in ("total", "starting"):
                     self.metrics.stage_seconds.labels(name).observe(secs)
         except rn.Cancelled:
-            if self._stop.is_set() and job_id not in self._canceled:
+            if self._halt.is_set() and job_id not in self._canceled:
                 store.log(job_id, "interrupted by shutdown; it runs again at the next start")
                 return  # stays 'running' in SQLite: requeued at the next start
             store.finish(job_id, "canceled", stage="canceled")

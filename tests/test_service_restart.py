@@ -67,3 +67,23 @@ def test_results_expire_after_the_ttl(tmp_path, vocals_pack):
             assert sqlite3.connect(data / "spark.db").execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
     finally:
         srv.stop()
+
+
+def test_graceful_stop_mid_job_runs_it_again(tmp_path, vocals_pack):
+    data = tmp_path / "data"
+    srv = Server(data, vocals_pack).start()
+    try:
+        with srv.client() as c:
+            job = c.post("/jobs", files={"file": ("a.wav", make_wav(tmp_path / "a.wav", 4.0).read_bytes())},
+                         data={"stems": "vocals"}).json()
+            wait_job(c, job["id"], until=("running",))
+        t0 = time.monotonic()
+        srv.stop()  # SIGTERM: the worker stops within one window; the job is not marked failed or canceled
+        assert "Application shutdown complete" in srv.log() and time.monotonic() - t0 < 10
+        srv = Server(data, vocals_pack).start()
+        with srv.client() as c:
+            again = wait_job(c, job["id"])
+            assert again["state"] == "succeeded" and again["attempts"] == 2
+            assert "interrupted by shutdown" in c.get(f"/jobs/{job['id']}/logs").json()["text"]
+    finally:
+        srv.stop()
