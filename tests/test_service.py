@@ -24,8 +24,8 @@ ROUTES = [("GET", "/ready"), ("GET", "/status"), ("GET", "/metrics"), ("POST", "
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, vocals_pack):
-    srv = Server(tmp_path_factory.mktemp("svc") / "data", vocals_pack, SPARK_ALLOW_PRIVATE_URLS=1,
+def server(tmp_path_factory, random_pack):
+    srv = Server(tmp_path_factory.mktemp("svc") / "data", random_pack, SPARK_ALLOW_PRIVATE_URLS=1,
                  SPARK_MAX_UPLOAD_MB=2, SPARK_MAX_DURATION_S=30, SPARK_URL_TIMEOUT_S=2).start()
     yield srv
     srv.stop()
@@ -107,6 +107,18 @@ def test_one_stem_answers_the_audio_file(client, inputs):
     assert 'filename="voice_instrumental.flac"' in r.headers["content-disposition"]
     stem, sr = sf.read(io.BytesIO(r.content))
     assert sr == 22050 and len(stem) == sf.info(str(inputs["mono22"])).frames
+
+
+def test_all_stems(client, inputs):
+    with open(inputs["mono22"], "rb") as f:
+        r = client.post("/separate", files={"file": ("mix.wav", f)}, data={"stems": "all", "format": "wav24"})
+    assert r.status_code == 200, r.text
+    members = _zip_members(r.content)
+    assert sorted(members) == [f"mix_{s}.wav" for s in ("bass", "drums", "instrumental", "other", "vocals")]
+    frames = sf.info(str(inputs["mono22"])).frames
+    for data in members.values():
+        info = sf.info(io.BytesIO(data))
+        assert (info.samplerate, info.frames, info.subtype) == (22050, frames, "PCM_24")
 
 
 def test_async_submit_poll_download_range_logs(client, inputs):
@@ -202,7 +214,6 @@ ERROR_CASES = [
     ({"overlap_large": "1.5"}, 422, "invalid_option", "overlap_large"),
     ({"chunk_size": "5"}, 422, "invalid_option", "chunk_size"),
     ({"mono": "maybe"}, 422, "invalid_option", "mono"),
-    ({"stems": "all"}, 422, "not_in_pack", None),  # 4 stems on a vocals-only pack
 ]
 
 
@@ -213,8 +224,6 @@ def test_bad_options_name_the_field(client, inputs, fields, status, code, field)
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] == code and body.get("field") == field and "Traceback" not in r.text
-    if code == "not_in_pack":
-        assert "4-stem" in body["message"] and body["missing"]
 
 
 def test_bad_inputs(client, inputs, tmp_path):

@@ -32,6 +32,14 @@ def test_private_urls_are_refused_by_default(server):
             assert "SPARK_ALLOW_PRIVATE_URLS" in r.json()["message"]
 
 
+def test_four_stems_on_a_vocals_only_pack(server, tmp_path):
+    with server.client() as c:
+        r = c.post("/jobs", files={"file": ("a.wav", make_wav(tmp_path / "a.wav", 0.5).read_bytes())},
+                   data={"stems": "vocals,drums"})
+    assert r.status_code == 422 and r.json()["error"] == "not_in_pack"
+    assert "4-stem" in r.json()["message"] and "955717e8-8726e21a.th" in r.json()["missing"]
+
+
 def test_twenty_clients_during_a_job_get_answers_or_429(server, tmp_path):
     clip = make_wav(tmp_path / "clip.wav", 1.0, channels=2).read_bytes()
     with server.client() as c:
