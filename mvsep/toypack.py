@@ -47,6 +47,10 @@ MDX_N_FFT, MDX_DIM_F, MDX_DIM_T = 7680, 3072, 256
 SMALL_HTDEMUCS = dict(channels=4, growth=2, depth=4, t_layers=1, t_heads=2, dconv_comp=2)
 SMALL_HDEMUCS = dict(channels=4, growth=2, depth=6, dconv_comp=2)
 OUTPUT_GAIN = 10.0
+# Full-size configurations (the classes' own defaults, the size of the released models) for benchmarks.
+FULL_HTDEMUCS = dict(channels=48, growth=2, depth=4, t_layers=5, t_heads=8, dconv_comp=8)
+FULL_HDEMUCS = dict(channels=48, growth=2, depth=6, dconv_comp=4)
+FULL_SEGMENT = Fraction(39, 5)
 
 
 # ---------------------------------------------------------------- MDX ONNX
@@ -77,6 +81,23 @@ def write_mdx_onnx(path, kind: str = "random", seed: int = 0, cutoff_hz: float |
         mask = (low if keep == "low" else ~low).astype(np.float32).reshape(1, 1, MDX_DIM_F, 1)
         inits.append(numpy_helper.from_array(mask, "mask"))
         nodes.append(helper.make_node("Mul", ["input", "mask"], ["output"]))
+    elif kind == "heavy":  # cost of the order of a real MDX-Net: a 32-channel conv stack at full resolution
+        rng = np.random.default_rng(seed)
+        chans, prev = [32, 32, 32, 32, 4], "input"
+        cin = 4
+        for i, cout in enumerate(chans):
+            k = 1 if i == len(chans) - 1 else 3
+            w = (rng.standard_normal((cout, cin, k, k)) * (0.02 if i == 0 else 0.1)).astype(np.float32)
+            inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
+            out = "pre" if i == len(chans) - 1 else f"h{i}"
+            nodes.append(helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [out], kernel_shape=[k, k],
+                                          pads=[k // 2] * 4))
+            if out != "pre":
+                nodes.append(helper.make_node("Relu", [out], [f"r{i}"]))
+                out = f"r{i}"
+            prev, cin = out, cout
+        nodes += [helper.make_node("Sigmoid", ["pre"], ["mask"]),
+                  helper.make_node("Mul", ["input", "mask"], ["output"])]
     elif kind == "random":
         rng = np.random.default_rng(seed)
         # 1x1 conv scaled down: spectrogram values reach the hundreds, keep the sigmoid out of saturation
@@ -199,8 +220,14 @@ def write_manifest(pack_dir) -> Path:
 
 
 def build_pack(pack_dir, kind: str = "random", stems: str = "all", seed: int = 0,
-               cutoff_hz: float = 4000.0, manifest: bool = True) -> Path:
-    """Write a pack. kind: random | bandsplit | identity; stems: all | vocals (VOCALS_FILES only)."""
+               cutoff_hz: float = 4000.0, manifest: bool = True, size: str = "small") -> Path:
+    """Write a pack. kind: random | bandsplit | identity; stems: all | vocals (VOCALS_FILES only);
+    size: small (tests) | full (random weights in the released models' sizes, for benchmarks)."""
+    if size not in ("small", "full"):
+        raise ValueError(f"unknown size {size!r}")
+    full = size == "full"
+    ht = dict(FULL_HTDEMUCS, segment=FULL_SEGMENT) if full else {}
+    hd = FULL_HDEMUCS if full else {}
     if kind not in ("random", "bandsplit", "identity"):
         raise ValueError(f"unknown pack kind {kind!r}")
     if stems not in ("all", "vocals"):
@@ -219,15 +246,15 @@ def build_pack(pack_dir, kind: str = "random", stems: str = "all", seed: int = 0
                 # mix - (-M(Kim_Inst, -mix)) is the low band too
                 write_mdx_onnx(path, "band", cutoff_hz=cutoff_hz, keep="high" if role == "kim_inst" else "low")
             else:
-                write_mdx_onnx(path, "random", seed=s)
+                write_mdx_onnx(path, "heavy" if full else "random", seed=s)
         elif role == "demucs_vocals" and kind == "bandsplit":
             write_bandsplit_demucs(path, cutoff_hz, seed=s)
         elif role == "htdemucs_6s":
-            write_htdemucs(path, SOURCES_6, seed=s)
+            write_htdemucs(path, SOURCES_6, seed=s, **ht)
         elif role == "hdemucs_mmi":
-            write_hdemucs(path, SOURCES_4, seed=s)
+            write_hdemucs(path, SOURCES_4, seed=s, **hd)
         else:
-            write_htdemucs(path, SOURCES_4, seed=s)
+            write_htdemucs(path, SOURCES_4, seed=s, **ht)
     if manifest:
         write_manifest(pack_dir)
     return pack_dir
@@ -240,8 +267,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stems", choices=("all", "vocals"), default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cutoff-hz", type=float, default=4000.0)
+    ap.add_argument("--size", choices=("small", "full"), default="small")
     a = ap.parse_args(argv)
-    out = build_pack(a.dir, kind=a.kind, stems=a.stems, seed=a.seed, cutoff_hz=a.cutoff_hz)
+    out = build_pack(a.dir, kind=a.kind, stems=a.stems, seed=a.seed, cutoff_hz=a.cutoff_hz, size=a.size)
     print(out)
     return 0
 

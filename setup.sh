@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Fresh machine (Debian/Ubuntu, root or sudo) -> .venv with everything the service and the tests need.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# ffmpeg: test media; espeak-ng/fluidsynth/soundfont: demo-pack data; bats/shellcheck/curl/zip: boot-chain tests.
+APT_PACKAGES="ffmpeg espeak-ng fluidsynth fluid-soundfont-gm sox bats shellcheck curl zip unzip ca-certificates"
+missing=""
+for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# torch first and pinned: an open-ended torch requirement would pull a multi-GB CUDA build.
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -r requirements-dev.txt
+echo "setup done: .venv ready"
