@@ -162,15 +162,11 @@ class Store:
                 "WHERE state='running' RETURNING id").fetchall()
         return [r["id"] for r in rows]
 
-    def update(self, job_id: str, **fields) -> None:
-        if not fields:
-            return
-        cols, args = [], []
-        for key, value in fields.items():
-            cols.append(f"{key}=?")
-            args.append(json.dumps(value) if key in _JSON_COLS else value)
-        args.append(job_id)
-        self._exec(f"UPDATE jobs SET {', '.join(cols)} WHERE id=?", args)
+    def update_running(self, job_id: str, **fields) -> None:
+        """Progress of a running job (no effect once it was canceled or finished)."""
+        cols = ", ".join(f"{k}=?" for k in fields)
+        args = [json.dumps(v) if k in _JSON_COLS else v for k, v in fields.items()]
+        self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state='running'", (*args, job_id))
 
     def finish(self, job_id: str, state: str, **fields) -> bool:
         """Move an active job to a final state; False when it was not active (e.g. canceled meanwhile)."""

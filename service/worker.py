@@ -101,7 +101,7 @@ class Worker(threading.Thread):
             elif now - stage["saved"] < PROGRESS_EVERY_S:
                 return
             stage["saved"] = now
-            store.update(job_id, progress=max(0.0, min(1.0, float(fraction))), stage=name,
+            store.update_running(job_id, progress=max(0.0, min(1.0, float(fraction))), stage=name,
                          stage_started_at=time.time(), timings=timings)
 
         def cancel() -> bool:
@@ -116,7 +116,7 @@ class Worker(threading.Thread):
             timings.update({k: round(float(v), 3) for k, v in engine_timings.items()})
             if cancel():
                 raise rn.Cancelled("canceled")
-            store.update(job_id, stage="packing", progress=0.99)
+            store.update_running(job_id, stage="packing", progress=0.99)
             t_pack = time.monotonic()
             kept = self._keep(made, stems_asked, out_dir, ext)
             self._zip(job_id, kept, job["input"].get("name") or "audio")
