@@ -201,7 +201,8 @@ def test_cancel_running_and_queued_jobs(server, client, inputs):
     while (server.data_dir / "jobs" / running["id"]).exists():  # the worker stops within one window
         assert time.monotonic() - t0 < 30
         time.sleep(0.1)
-    assert client.get(f"/jobs/{running['id']}").json()["state"] == "canceled"
+    final = client.get(f"/jobs/{running['id']}").json()
+    assert (final["state"], final["stage"], final["stems"]) == ("canceled", "canceled", {})
     assert client.get(f"/jobs/{running['id']}/stems/vocals").status_code == 409
     assert client.get("/status").json()["queue"] == {"queued": 0, "running": 0, "capacity": 16, "current": None}
 
