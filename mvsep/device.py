@@ -45,7 +45,7 @@ def free_device_bytes(torch_device) -> int | None:
     return free
 
 
-def batch_size_for(torch_device, bytes_per_item: int, cpu_default: int, cap: int = 32) -> int:
+def batch_size_for(torch_device, bytes_per_item: int, cpu_default: int, cap: int = 16) -> int:
     """How many items fit in half the free GPU memory; `cpu_default` on the CPU (batching gains little there)."""
     free = free_device_bytes(torch_device)
     if free is None:

@@ -34,7 +34,7 @@ VOCAL_STEMS = ("vocals", "instrumental")
 FOUR_STEMS = ("drums", "bass", "other", "instrumental2")
 # The 4-stem weights of the spec, per model in FOUR_STEM_BAGS order.
 WEIGHTS = {"drums": (18, 2, 4, 9), "bass": (19, 4, 5, 8), "other": (14, 2, 5, 10)}
-DEMUCS_WINDOW_BYTES = 2 * 2 * 44100 * 8 * 4 * 40  # rough device memory of one HTDemucs window pair in flight
+DEMUCS_WINDOW_BYTES = 1 << 30  # rough device memory of one window pair (both polarities) of a full HTDemucs
 
 Progress = Callable[[float, str], None]
 

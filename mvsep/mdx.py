@@ -22,7 +22,7 @@ CHUNK = HOP * (DIM_T - 1)        # 261120 samples per piece
 TRIM = N_FFT // 2                # 3840
 GEN = CHUNK - 2 * TRIM           # 253440 new samples per piece
 CUTOFF_HZ = DIM_F * 44100 / N_FFT  # 17640: everything above is zero in MDX outputs
-PIECE_BYTES = 4 * DIM_F * DIM_T * 4 * 6  # rough device memory per piece in flight (input, output, STFT temporaries)
+PIECE_BYTES = 512 << 20  # rough device memory of one piece through a full-size MDX-Net (activations, STFT)
 
 
 def chunk_grid(length: int, chunk_size: int, overlap: float) -> list[tuple[int, int]]:
@@ -59,7 +59,7 @@ class MdxRunner:
         while i < len(todo):
             group = todo[i:i + self.backoff.size]
             outs = self.backoff.run(group, lambda g: self._forward(session, reader, chunks, g))
-            for (c, p), out in zip(group, outs):
+            for (c, _), out in zip(group, outs):
                 done.setdefault(c, []).append(out)
                 s, e = chunks[c]
                 if len(done[c]) == pieces_of(e - s):
