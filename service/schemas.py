@@ -93,7 +93,7 @@ class Job(BaseModel):
     error: JobError | None = None
     input: InputFacts
     options: dict
-    pack: str | None = Field(None, description="model pack kind: real, demo or custom")
+    pack: str | None = Field(None, description="model pack kind: real or demo")
     attempts: int = 0
     stems: dict[str, str] = Field(default_factory=dict, description="stem name -> download URL")
     result_zip: str | None = None
