@@ -33,6 +33,7 @@ from make_data import SR, load_split  # noqa: E402
 N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
 LOW = 1024          # bins kept at full resolution in the mask; above, groups of POOL bins share a value
 POOL = 4
+LOCAL = 768         # bins (up to 4.4 kHz) that the local 2-D path refines
 MDX_NAMES = {"vocals": "Kim_Vocal_2.onnx", "instrumental": "Kim_Inst.onnx"}
 DEMUCS_NAME = "04573f0d-f3cf25b2.th"
 
@@ -40,9 +41,14 @@ DEMUCS_NAME = "04573f0d-f3cf25b2.th"
 # ---------------------------------------------------------------- models
 
 class MaskNet(nn.Module):
-    """[N,4,3072,T] complex-as-channels spectrogram -> a vocals mask [N,1,3072,T] in (0, 1)."""
+    """[N,4,3072,T] complex-as-channels spectrogram -> a vocals mask [N,1,3072,T] in (0, 1).
 
-    def __init__(self, hidden: int = 128, blocks: int = 6):
+    Global path: a per-frame bottleneck over all bins, dilated convolutions over time, a logit per bin (a
+    low-rank mask: it knows *whether* and roughly *where* speech is). Local path (phase 2): a small 2-D
+    convolution over the bins below LOCAL, fed the log-magnitudes and the global logit, adds a correction
+    that can follow individual harmonics (moving speech partials vs steady notes)."""
+
+    def __init__(self, hidden: int = 128, blocks: int = 6, local: bool = True):
         super().__init__()
         n_feat = LOW + (DIM_F - LOW) // POOL
         self.inp = nn.Conv1d(2 * n_feat, hidden, 1)
@@ -53,6 +59,16 @@ class MaskNet(nn.Module):
                 nn.Conv1d(hidden, hidden, 3, padding=d, dilation=d), nn.GELU(), nn.Conv1d(hidden, hidden, 1)))
         self.norms = nn.ModuleList(nn.GroupNorm(1, hidden) for _ in range(blocks))
         self.out = nn.Conv1d(hidden, n_feat, 1)
+        self.local = None
+        if local:
+            c = 8
+            self.local = nn.Sequential(
+                nn.Conv2d(3, c, (5, 3), padding=(2, 1)), nn.GELU(),
+                nn.Conv2d(c, c, (5, 3), padding=(4, 1), dilation=(2, 1)), nn.GELU(),
+                nn.Conv2d(c, c, (5, 3), padding=(8, 1), dilation=(4, 1)), nn.GELU(),
+                nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
+            nn.init.zeros_(self.local[-1].weight)   # starts as the global mask
+            nn.init.zeros_(self.local[-1].bias)
 
     @staticmethod
     def pool(z: torch.Tensor) -> torch.Tensor:   # [N,C,3072,T] -> [N,C,n_feat,T]
@@ -63,13 +79,16 @@ class MaskNet(nn.Module):
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         n, _, f, t = x.shape
         mag = torch.sqrt(x[:, 0::2] ** 2 + x[:, 1::2] ** 2 + 1e-10)          # [N,2,F,T]
-        feat = torch.log(self.pool(mag) + 1e-4).reshape(n, -1, t)
-        h = self.inp(feat)
+        feat = torch.log(self.pool(mag) + 1e-4)                                # [N,2,n_feat,T]
+        h = self.inp(feat.reshape(n, -1, t))
         for blk, norm in zip(self.blocks, self.norms):
             h = h + blk(norm(h))
-        m = torch.sigmoid(self.out(h))                                         # [N,n_feat,T]
-        hi = m[:, LOW:, None, :].expand(n, (DIM_F - LOW) // POOL, POOL, t).reshape(n, DIM_F - LOW, t)
-        return torch.cat([m[:, :LOW], hi], 1)[:, None]                         # [N,1,3072,T]
+        g = self.out(h)                                                        # [N,n_feat,T] logits
+        hi = g[:, LOW:, None, :].expand(n, (DIM_F - LOW) // POOL, POOL, t).reshape(n, DIM_F - LOW, t)
+        lo = g[:, :LOCAL]
+        if self.local is not None:   # bins < LOCAL <= LOW are not pooled, so feat holds their log-magnitudes
+            lo = lo + self.local(torch.cat([feat[:, :, :LOCAL], lo[:, None]], 1))[:, 0]
+        return torch.sigmoid(torch.cat([lo, g[:, LOCAL:LOW], hi], 1))[:, None]  # [N,1,3072,T]
 
 
 class Exported(nn.Module):
@@ -154,8 +173,11 @@ def _lr(step: int, steps: int, base: float) -> float:
     return base * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, steps - warm))) + base * 0.02
 
 
-def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: Path, log_every=25):
-    """Generic seeded loop with resumable checkpoints (model, optimiser, mixer rng, step)."""
+def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: Path, log_every=25,
+               stop: int | None = None):
+    """Generic seeded loop with resumable checkpoints (model, optimiser, mixer rng, step). The learning rate
+    follows a warm-up + cosine schedule over `steps`; `stop` ends the loop earlier (phase 1 of the MDX net)."""
+    stop = steps if stop is None else stop
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ck = ckpt_dir / f"{name}.pt"
     step = 0
@@ -168,7 +190,7 @@ def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: 
         step = st["step"]
         print(f"[{name}] resumed at step {step}", flush=True)
     t0, hist = time.time(), []
-    while step < steps:
+    while step < stop:
         for gr in opt.param_groups:
             gr["lr"] = _lr(step, steps, lr)
         v, b = mixer.batch(batch, length)
@@ -179,10 +201,10 @@ def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: 
         opt.step()
         hist.append(loss.item())
         step += 1
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0 or step == stop:
             print(f"[{name}] step {step}/{steps} loss {np.mean(hist[-log_every:]):.3f} "
                   f"({(time.time() - t0) / len(hist):.2f} s/step)", flush=True)
-        if step % 100 == 0 or step == steps:
+        if step % 100 == 0 or step == stop:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "rng": mixer.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
                        str(ck) + ".tmp")
@@ -306,6 +328,9 @@ def main():
     ap.add_argument("--mdx-steps", type=int, default=1400)
     ap.add_argument("--mdx-batch", type=int, default=8)
     ap.add_argument("--mdx-frames", type=int, default=96)
+    ap.add_argument("--mdx-stop", type=int, default=1400)
+    ap.add_argument("--mdx2-steps", type=int, default=900)
+    ap.add_argument("--mdx2-frames", type=int, default=64)
     ap.add_argument("--demucs-steps", type=int, default=500)
     ap.add_argument("--demucs-batch", type=int, default=2)
     ap.add_argument("--demucs-seconds", type=float, default=1.5)
@@ -318,11 +343,19 @@ def main():
     ckpt.mkdir(parents=True, exist_ok=True)
     mixer = Mixer(a.work, "train", a.seed)
     if a.only in (None, "mdx"):
-        net = MaskNet()
+        net = MaskNet(local=False)
         t0 = time.time()
         smix = SpecMixer(mixer)
+        if a.only == "mdx":
+            mixer.speech = mixer.music = None   # the waveforms are only needed by demucs
         print(f"[mdx] spectrograms of the training clips in {time.time() - t0:.0f} s", flush=True)
-        train_loop("mdx", net, mdx_loss, smix, a.mdx_steps, a.mdx_batch, a.mdx_frames, 2e-3, ckpt)
+        # phase 1: the global path alone (its cosine schedule is cut at --mdx-stop); phase 2: both paths
+        train_loop("mdx", net, mdx_loss, smix, a.mdx_steps, a.mdx_batch, a.mdx_frames, 2e-3, ckpt,
+                   stop=a.mdx_stop)
+        torch.manual_seed(a.seed + 2)
+        net2 = MaskNet(local=True)
+        net2.load_state_dict(net.state_dict(), strict=False)
+        net = train_loop("mdx2", net2, mdx_loss, smix, a.mdx2_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
         del smix   # a few GB of spectrograms
         export_mdx(net, a.out)
     if a.only in (None, "demucs"):
