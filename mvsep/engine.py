@@ -179,17 +179,23 @@ class Separator:
         ext = audio.extension(opts.output_format)
         paths = {s: output_dir / f"{name}_{(suffixes or {}).get(s, s)}{ext}" for s in stems}
         tmp = Path(tempfile.mkdtemp(prefix="mvsep-", dir=work_dir))
+        opened: list[DiskSignal] = []
         written: list[Path] = []
+
+        def new_signal(frames: int, channels: int, tag: str) -> DiskSignal:
+            opened.append(DiskSignal(tmp / f"{tag}.f32", frames, channels))
+            return opened[-1]
+
         try:
             job.start("decode")
-            mix = DiskSignal(tmp / "mix.f32", length, 2)
+            mix = new_signal(length, 2, "mix")
             pos = 0
             for block in audio.resample_blocks(audio.iter_decode(input_path), info.sample_rate, MODEL_RATE,
                                                info.frames):
                 mix.write(pos, block)
                 pos += len(block)
                 job.step(len(block) / CHUNK)
-            signals = self._ensemble(mix, lambda n, ch, tag: DiskSignal(tmp / f"{tag}.f32", n, ch), opts, job)
+            signals = self._ensemble(mix, new_signal, opts, job)
             job.start("encode")
             writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
                        for s, p in paths.items()}
@@ -212,6 +218,8 @@ class Separator:
                 p.unlink(missing_ok=True)
             raise
         finally:
+            for sig in opened:
+                sig.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
     def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
