@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_data import SR, load_split  # noqa: E402
@@ -34,6 +33,7 @@ N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
 LOW = 1024          # bins kept at full resolution in the mask; above, groups of POOL bins share a value
 POOL = 4
 LOCAL = 768         # bins (up to 4.4 kHz) that the local 2-D path refines
+LOWEST = 256        # bins (up to 1.5 kHz) that the phase-3 path refines again
 MDX_NAMES = {"vocals": "Kim_Vocal_2.onnx", "instrumental": "Kim_Inst.onnx"}
 DEMUCS_NAME = "04573f0d-f3cf25b2.th"
 
@@ -48,7 +48,7 @@ class MaskNet(nn.Module):
     convolution over the bins below LOCAL, fed the log-magnitudes and the global logit, adds a correction
     that can follow individual harmonics (moving speech partials vs steady notes)."""
 
-    def __init__(self, hidden: int = 128, blocks: int = 6, local: bool = True):
+    def __init__(self, hidden: int = 128, blocks: int = 6, local: bool = True, low: bool = True):
         super().__init__()
         n_feat = LOW + (DIM_F - LOW) // POOL
         self.inp = nn.Conv1d(2 * n_feat, hidden, 1)
@@ -69,6 +69,15 @@ class MaskNet(nn.Module):
                 nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
             nn.init.zeros_(self.local[-1].weight)   # starts as the global mask
             nn.init.zeros_(self.local[-1].bias)
+        self.low = None
+        if low:   # phase 3: wider and deeper over the lowest bins, where speech and bass/chords collide
+            c, layers = 16, [nn.Conv2d(3, 16, (5, 3), padding=(2, 1)), nn.GELU()]
+            for d in (2, 4, 8, 16):
+                layers += [nn.Conv2d(c, c, (3, 3), padding=(d, 1), dilation=(d, 1)), nn.GELU()]
+            layers.append(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
+            self.low = nn.Sequential(*layers)
+            nn.init.zeros_(self.low[-1].weight)
+            nn.init.zeros_(self.low[-1].bias)
 
     @staticmethod
     def pool(z: torch.Tensor) -> torch.Tensor:   # [N,C,3072,T] -> [N,C,n_feat,T]
@@ -88,6 +97,10 @@ class MaskNet(nn.Module):
         lo = g[:, :LOCAL]
         if self.local is not None:   # bins < LOCAL <= LOW are not pooled, so feat holds their log-magnitudes
             lo = lo + self.local(torch.cat([feat[:, :, :LOCAL], lo[:, None]], 1))[:, 0]
+        if self.low is not None:
+            ll = lo[:, :LOWEST]
+            ll = ll + self.low(torch.cat([feat[:, :, :LOWEST], ll[:, None]], 1))[:, 0]
+            lo = torch.cat([ll, lo[:, LOWEST:]], 1)
         return torch.sigmoid(torch.cat([lo, g[:, LOCAL:LOW], hi], 1))[:, None]  # [N,1,3072,T]
 
 
@@ -267,10 +280,9 @@ def mdx_loss(net: MaskNet, V: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 def demucs_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = model(v + b)                                        # [N,4,2,L]
-    zero = torch.zeros_like(v)
     floor = 1e-3 * ((v + b) ** 2).sum((1, 2)) + 1e-8
-    l1 = (out[:, 0].abs().mean() + out[:, 1].abs().mean()) * 10
-    return sdr_loss(out[:, 3], v, floor) + sdr_loss(out[:, 2], b, floor) + l1 + 0 * zero.sum()
+    l1 = (out[:, 0].abs().mean() + out[:, 1].abs().mean()) * 10   # drums and bass: silence
+    return sdr_loss(out[:, 3], v, floor) + sdr_loss(out[:, 2], b, floor) + l1
 
 
 # ---------------------------------------------------------------- export
@@ -331,7 +343,10 @@ def main():
     ap.add_argument("--mdx-stop", type=int, default=1400)
     ap.add_argument("--mdx2-steps", type=int, default=900)
     ap.add_argument("--mdx2-frames", type=int, default=64)
+    ap.add_argument("--mdx3-steps", type=int, default=600)
+    ap.add_argument("--mdx4-steps", type=int, default=400)
     ap.add_argument("--demucs-steps", type=int, default=500)
+    ap.add_argument("--demucs2-steps", type=int, default=400)
     ap.add_argument("--demucs-batch", type=int, default=2)
     ap.add_argument("--demucs-seconds", type=float, default=1.5)
     ap.add_argument("--only", choices=["mdx", "demucs"], default=None)
@@ -343,7 +358,7 @@ def main():
     ckpt.mkdir(parents=True, exist_ok=True)
     mixer = Mixer(a.work, "train", a.seed)
     if a.only in (None, "mdx"):
-        net = MaskNet(local=False)
+        net = MaskNet(local=False, low=False)
         t0 = time.time()
         smix = SpecMixer(mixer)
         if a.only == "mdx":
@@ -353,9 +368,16 @@ def main():
         train_loop("mdx", net, mdx_loss, smix, a.mdx_steps, a.mdx_batch, a.mdx_frames, 2e-3, ckpt,
                    stop=a.mdx_stop)
         torch.manual_seed(a.seed + 2)
-        net2 = MaskNet(local=True)
+        net2 = MaskNet(local=True, low=False)
         net2.load_state_dict(net.state_dict(), strict=False)
         net = train_loop("mdx2", net2, mdx_loss, smix, a.mdx2_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
+        if a.mdx3_steps:
+            torch.manual_seed(a.seed + 3)
+            net3 = MaskNet(local=True, low=True)
+            net3.load_state_dict(net.state_dict(), strict=False)
+            net = train_loop("mdx3", net3, mdx_loss, smix, a.mdx3_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
+        if a.mdx4_steps:   # phase 4: everything at a low rate on longer crops
+            net = train_loop("mdx4", net, mdx_loss, smix, a.mdx4_steps, a.mdx_batch, a.mdx_frames, 3e-4, ckpt)
         del smix   # a few GB of spectrograms
         export_mdx(net, a.out)
     if a.only in (None, "demucs"):
@@ -364,9 +386,11 @@ def main():
         model = small_htdemucs()
         length = int(a.demucs_seconds * SR)
         train_loop("demucs", model, demucs_loss, mixer, a.demucs_steps, a.demucs_batch, length, 3e-3, ckpt)
+        # phase 2: a warm restart at a lower rate
+        train_loop("demucs2", model, demucs_loss, mixer, a.demucs2_steps, a.demucs_batch, length, 1e-3, ckpt)
         model.eval()
-        export_demucs(model, a.out, a.demucs_seconds, {"steps": a.demucs_steps, "batch": a.demucs_batch,
-                                                       "seed": a.seed})
+        export_demucs(model, a.out, a.demucs_seconds, {"steps": a.demucs_steps, "steps2": a.demucs2_steps,
+                                                       "batch": a.demucs_batch, "seed": a.seed})
     write_manifest(a.out)
 
 
