@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sep = None
     try:
         from tqdm import tqdm
 
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ModelPackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f" (model dir {sep.pack.dir})" if sep else ""
+        print(f"error: {exc}{where}", file=sys.stderr)
         return 2
     except OutOfMemoryError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -137,10 +137,10 @@ class ModelPack:
         if missing:
             four = set(four_stem_files()) - set(vocals_files(single_onnx, use_kim_model_1))
             if not only_vocals and set(missing) >= four and not (set(missing) - four):
-                raise NotInPackError(f"4-stem separation is not in the {self.kind} pack at {self.dir} "
-                                     "(it holds the vocals models only); ask for vocals and instrumental",
-                                     sorted(four))
-            raise ModelPackError(f"model files missing from {self.dir}: {', '.join(missing)}", missing)
+                raise NotInPackError(f"4-stem separation is not in the {self.kind} pack (it holds the vocals "
+                                     "models only); ask for vocals and instrumental", sorted(four))
+            # no server paths in messages: they reach HTTP callers
+            raise ModelPackError(f"model files missing: {', '.join(missing)}", missing)
         self.verify(self.needed(only_vocals, single_onnx, use_kim_model_1))
 
     def verify(self, names: list[str]) -> None:
@@ -156,13 +156,13 @@ class ModelPack:
             path = self.file(name)
             listed = path.name if path else name
             if listed not in sums:
-                raise ModelPackError(f"{listed} is not listed in {manifest}", [listed])
+                raise ModelPackError(f"{listed} is not listed in the pack's {MANIFEST}", [listed])
             stat = path.stat()
             stamp = (stat.st_size, stat.st_mtime_ns)
             if self._verified.get(listed) == stamp:
                 continue
             if sha256_file(path) != sums[listed]:
-                raise ModelPackError(f"{listed} does not match its sha256 in {manifest} (corrupt or wrong file)",
+                raise ModelPackError(f"{listed} does not match its sha256 in {MANIFEST} (corrupt or wrong file)",
                                      [listed])
             self._verified[listed] = stamp
 
