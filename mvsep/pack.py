@@ -226,7 +226,6 @@ class ModelPack:
         return Unit(f"onnx:{name}", session, path.stat().st_size)
 
     def _load_demucs(self, name: str) -> Unit:
-        import torch
         from demucs.apply import BagOfModels
         from demucs.states import load_model
 
@@ -245,7 +244,6 @@ class ModelPack:
             paths = [self.file(DEMUCS_FILES.get(sig, f"{sig}-*.th")) for sig in bag["models"]]
             model = BagOfModels([load(p) for p in paths], bag.get("weights"), bag.get("segment"))
             size = sum(p.stat().st_size for p in paths)
-        torch.set_grad_enabled(False)
         return Unit(f"demucs:{name}", model, size)
 
     def torch_device(self):
