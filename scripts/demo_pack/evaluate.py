@@ -1,6 +1,7 @@
 """Measure a pack on held-out mixtures: global SDR of vocals and instrumental per speech-to-background ratio.
 
-    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via engine     # mvsep.Separator
+    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via file       # files in, files out
+    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via engine     # mvsep.Separator, arrays
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # tests/reference.py
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via builtin    # the small ensemble below
 
@@ -31,7 +32,7 @@ def sdr(ref: np.ndarray, est: np.ndarray) -> float:
 
 
 # A compact ensemble straight from the spec (section M and "the vocals ensemble"), for use before the engine
-# exists; --via engine / reference are the real measurements.
+# exists; --via file / engine / reference are the real measurements.
 def builtin_separate(pack: Path, mix: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
     import torch
@@ -92,14 +93,25 @@ def separator(via: str, pack: Path):
     sys.path.insert(0, str(ROOT))
     from mvsep import Options, Separator
     sep = Separator(model_dir=pack, device="cpu")
-    return lambda mix: sep.separate_array(mix, SR, Options(only_vocals=True, shifts=0))
+    opts = Options(only_vocals=True, shifts=0)
+    if via == "engine":
+        return lambda mix: sep.separate_array(mix, SR, opts)
+
+    def through_files(mix):   # what the service does: decode a FLAC, separate, encode float WAV stems
+        import tempfile
+        import soundfile as sf
+        with tempfile.TemporaryDirectory() as tmp:
+            sf.write(f"{tmp}/mix.flac", mix, SR, subtype="PCM_24")
+            res = sep.separate_file(f"{tmp}/mix.flac", tmp, opts)
+            return {stem: sf.read(path, dtype="float32")[0] for stem, path in res.stems.items()}
+    return through_files
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("DEMO_WORK", "/tmp/spark_demo_pack")))
     ap.add_argument("--pack", type=Path, default=ROOT / "mvsep" / "demo_pack")
-    ap.add_argument("--via", choices=["engine", "reference", "builtin"], default="engine")
+    ap.add_argument("--via", choices=["file", "engine", "reference", "builtin"], default="file")
     ap.add_argument("--clips", type=int, default=8, help="clips per condition")
     ap.add_argument("--seconds", type=float, default=None, help="cut clips to this length")
     a = ap.parse_args()

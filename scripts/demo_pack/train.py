@@ -4,10 +4,12 @@
 
 Three files, in the real formats and names (see ../../../shared/docs/mdx23-algorithm.md):
 - Kim_Vocal_2.onnx / Kim_Inst.onnx: MDX signature, input [N,4,3072,256] (L_re, L_im, R_re, R_im of the mix's
-  STFT, n_fft 7680, hop 1024) -> the same for vocals / instrumental. Both are one small magnitude-mask network
-  (MaskNet): a per-frame bottleneck over frequency, dilated convolutions over time, a sigmoid mask per bin.
-  Kim_Vocal_2 applies the mask, Kim_Inst its complement. A magnitude mask is the same for x and -x, which the
-  engine's `mix - (-M(Kim_Inst, -mix))` relies on.
+  STFT, n_fft 7680, hop 1024) -> the same for vocals / instrumental. Both are a small magnitude-mask network
+  (MaskNet): a per-frame bottleneck over frequency, dilated convolutions over time, 2-D refinements of the low
+  bins, a sigmoid mask per bin. A shared trunk (phases 1-4, `--only mdx`) is finished into two heads (phase 5,
+  `--only vocals` / `--only instrumental`), each with a U-Net over the bins below 2.9 kHz trained from its own
+  seed: Kim_Vocal_2 applies its mask, Kim_Inst the complement of its own. A magnitude mask is the same for x
+  and -x, which the engine's `mix - (-M(Kim_Inst, -mix))` relies on.
 - 04573f0d-f3cf25b2.th: a small HTDemucs (no transformer), sources drums, bass, other, vocals; speech is
   "vocals", the background "other", drums and bass are trained towards silence.
 Training is seeded, on one thread; checkpoints go to <work>/ckpt so a stopped run resumes.
@@ -34,11 +36,44 @@ LOW = 1024          # bins kept at full resolution in the mask; above, groups of
 POOL = 4
 LOCAL = 768         # bins (up to 4.4 kHz) that the local 2-D path refines
 LOWEST = 256        # bins (up to 1.5 kHz) that the phase-3 path refines again
+FINE = 512          # bins (up to 2.9 kHz) that the phase-5 U-Net refines, with inter-channel cues
 MDX_NAMES = {"vocals": "Kim_Vocal_2.onnx", "instrumental": "Kim_Inst.onnx"}
 DEMUCS_NAME = "04573f0d-f3cf25b2.th"
 
 
 # ---------------------------------------------------------------- models
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(4, cout), nn.GELU(),
+                         nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(4, cout), nn.GELU())
+
+
+class UNet(nn.Module):
+    """[N,cin,F,T] -> [N,1,F,T] logit correction; F and T multiples of 8. Three halvings of both axes widen
+    the view (several harmonics, ~0.7 s) for little compute; the last layer starts at zero."""
+
+    def __init__(self, cin: int, widths=(16, 32, 64, 128)):
+        super().__init__()
+        self.down = nn.ModuleList([_block(cin, widths[0])] +
+                                  [_block(a, b, 2) for a, b in zip(widths, widths[1:])])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(widths, widths[1:]))
+        self.merge = nn.ModuleList(_block(2 * a, a) for a in widths[:-1])
+        self.out = nn.Conv2d(widths[0], 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        t = z.shape[-1]
+        z = nn.functional.pad(z, (0, -t % 8))   # frames to a multiple of 8 (the engine's 256 already is)
+        skips = []
+        for blk in self.down:
+            z = blk(z)
+            skips.append(z)
+        z = skips.pop()
+        for up, merge in zip(reversed(self.up), reversed(self.merge)):
+            z = merge(torch.cat([up(z), skips.pop()], 1))
+        return self.out(z)[..., :t]
+
 
 class MaskNet(nn.Module):
     """[N,4,3072,T] complex-as-channels spectrogram -> a vocals mask [N,1,3072,T] in (0, 1).
@@ -46,9 +81,12 @@ class MaskNet(nn.Module):
     Global path: a per-frame bottleneck over all bins, dilated convolutions over time, a logit per bin (a
     low-rank mask: it knows *whether* and roughly *where* speech is). Local path (phase 2): a small 2-D
     convolution over the bins below LOCAL, fed the log-magnitudes and the global logit, adds a correction
-    that can follow individual harmonics (moving speech partials vs steady notes)."""
+    that can follow individual harmonics (moving speech partials vs steady notes). Phase 3 adds a wider one
+    below LOWEST, phase 5 a U-Net below FINE that also sees the inter-channel phase (where 90% of the error
+    was)."""
 
-    def __init__(self, hidden: int = 128, blocks: int = 6, local: bool = True, low: bool = True):
+    def __init__(self, hidden: int = 128, blocks: int = 6, local: bool = True, low: bool = True,
+                 fine: bool = False):
         super().__init__()
         n_feat = LOW + (DIM_F - LOW) // POOL
         self.inp = nn.Conv1d(2 * n_feat, hidden, 1)
@@ -78,6 +116,7 @@ class MaskNet(nn.Module):
             self.low = nn.Sequential(*layers)
             nn.init.zeros_(self.low[-1].weight)
             nn.init.zeros_(self.low[-1].bias)
+        self.fine = UNet(5) if fine else None   # phase 5: a U-Net over the bins below FINE
 
     @staticmethod
     def pool(z: torch.Tensor) -> torch.Tensor:   # [N,C,3072,T] -> [N,C,n_feat,T]
@@ -101,6 +140,17 @@ class MaskNet(nn.Module):
             ll = lo[:, :LOWEST]
             ll = ll + self.low(torch.cat([feat[:, :, :LOWEST], ll[:, None]], 1))[:, 0]
             lo = torch.cat([ll, lo[:, LOWEST:]], 1)
+        if self.fine is not None:
+            # Dialog is a panned mono source: in its bins L and R are in phase with a steady level ratio,
+            # while instruments and their reverb are not. cos/sin of the inter-channel phase carry that;
+            # like the magnitudes they are the same for x and -x, so the exported heads stay odd.
+            xl, xr = x[:, 0:2, :FINE], x[:, 2:4, :FINE]
+            norm = mag[:, 0, :FINE] * mag[:, 1, :FINE]
+            cos = (xl[:, 0] * xr[:, 0] + xl[:, 1] * xr[:, 1]) / norm
+            sin = (xl[:, 1] * xr[:, 0] - xl[:, 0] * xr[:, 1]) / norm
+            lf = lo[:, :FINE]
+            lf = lf + self.fine(torch.stack([feat[:, 0, :FINE], feat[:, 1, :FINE], cos, sin, lf], 1))[:, 0]
+            lo = torch.cat([lf, lo[:, FINE:]], 1)
         return torch.sigmoid(torch.cat([lo, g[:, LOCAL:LOW], hi], 1))[:, None]  # [N,1,3072,T]
 
 
@@ -287,23 +337,46 @@ def demucs_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- export
 
-def export_mdx(net: MaskNet, out: Path) -> None:
+def store_half(path: Path) -> None:
+    """Store the float32 weights of an ONNX file as float16, each followed by a Cast back to float32: half the
+    size in the repo, and the graph the engine runs is still float32 (ONNX Runtime folds the Casts at load)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    model = onnx.load(str(path))
+    g = model.graph
+    casts = []
+    for init in g.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and init.dims and np.prod(init.dims) > 16:
+            w = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(w.astype(np.float16), init.name + "_f16"))
+            casts.append(helper.make_node("Cast", [init.name], [init.name[:-4]], to=onnx.TensorProto.FLOAT))
+    nodes = casts + list(g.node)   # the Casts first: nodes must stay in topological order
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_mdx(net: MaskNet, out: Path, target: str) -> None:
+    import copy
     import onnxruntime as ort
     net.eval()
-    x = torch.randn(1, 4, DIM_F, DIM_T) * 3
-    for target, fname in MDX_NAMES.items():
-        path = out / fname
-        torch.onnx.export(Exported(net, target), (x,), str(path), input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    path = out / MDX_NAMES[target]
+    torch.onnx.export(Exported(net, target), (torch.randn(1, 4, DIM_F, DIM_T) * 3,), str(path),
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17, dynamo=False)
+    store_half(path)
+    half = copy.deepcopy(net)   # what the file holds: the same weights rounded to float16
+    with torch.no_grad():
+        for p in half.parameters():
+            if p.numel() > 16:
+                p.copy_(p.half().float())
         xb = torch.randn(2, 4, DIM_F, DIM_T)
-        got = sess.run(None, {"input": xb.numpy()})[0]
-        with torch.no_grad():
-            want = Exported(net, target)(xb).numpy()
-        err = float(np.abs(got - want).max())
-        assert err < 1e-4, (fname, err)
-        print(f"exported {fname} ({path.stat().st_size} bytes, onnxruntime vs torch max err {err:.2e})")
+        want = Exported(half, target)(xb).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": xb.numpy()})[0]
+    err = float(np.abs(got - want).max())
+    assert err < 1e-4, (path.name, err)
+    print(f"exported {path.name} ({path.stat().st_size} bytes, onnxruntime vs torch max err {err:.2e})")
 
 
 def export_demucs(model, out: Path, seconds: float, args: dict) -> None:
@@ -331,6 +404,29 @@ def write_manifest(out: Path) -> None:
     print("wrote SHA256SUMS")
 
 
+def _complete(ck: Path, steps: int) -> bool:
+    return ck.exists() and torch.load(ck, weights_only=False)["step"] >= steps
+
+
+def train_trunk(a, smix: SpecMixer, ckpt: Path) -> MaskNet:
+    """Phases 1-4 of the MDX net, shared by both heads (a complete phase is loaded, not trained again)."""
+    net = MaskNet(local=False, low=False)
+    # phase 1: the global path alone (its cosine schedule is cut at --mdx-stop); phase 2: both paths
+    train_loop("mdx", net, mdx_loss, smix, a.mdx_steps, a.mdx_batch, a.mdx_frames, 2e-3, ckpt, stop=a.mdx_stop)
+    torch.manual_seed(a.seed + 2)
+    net2 = MaskNet(local=True, low=False)
+    net2.load_state_dict(net.state_dict(), strict=False)
+    net = train_loop("mdx2", net2, mdx_loss, smix, a.mdx2_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
+    if a.mdx3_steps:
+        torch.manual_seed(a.seed + 3)
+        net3 = MaskNet(local=True, low=True)
+        net3.load_state_dict(net.state_dict(), strict=False)
+        net = train_loop("mdx3", net3, mdx_loss, smix, a.mdx3_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
+    if a.mdx4_steps:   # phase 4: everything at a low rate on longer crops
+        net = train_loop("mdx4", net, mdx_loss, smix, a.mdx4_steps, a.mdx_batch, a.mdx_frames, 3e-4, ckpt)
+    return net
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("DEMO_WORK", "/tmp/spark_demo_pack")))
@@ -349,7 +445,11 @@ def main():
     ap.add_argument("--demucs2-steps", type=int, default=400)
     ap.add_argument("--demucs-batch", type=int, default=2)
     ap.add_argument("--demucs-seconds", type=float, default=1.5)
-    ap.add_argument("--only", choices=["mdx", "demucs"], default=None)
+    ap.add_argument("--mdx5-steps", type=int, default=1400)
+    ap.add_argument("--mdx5-frames", type=int, default=64)
+    ap.add_argument("--only", choices=["mdx", *MDX_NAMES, "demucs"], default=None,
+                    help="mdx: the shared trunk (phases 1-4); vocals / instrumental: that head (phase 5, "
+                         "needs the trunk), exported; demucs: the demucs model")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -357,29 +457,27 @@ def main():
     ckpt = a.work / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     mixer = Mixer(a.work, "train", a.seed)
-    if a.only in (None, "mdx"):
-        net = MaskNet(local=False, low=False)
+    heads = [a.only] if a.only in MDX_NAMES else list(MDX_NAMES) if a.only is None else []
+    if a.only in MDX_NAMES and not _complete(ckpt / "mdx4.pt", a.mdx4_steps):
+        sys.exit(f"the MDX trunk is not trained yet: run `train.py --only mdx` first ({ckpt}/mdx4.pt)")
+    if a.only in (None, "mdx", *MDX_NAMES):
         t0 = time.time()
         smix = SpecMixer(mixer)
-        if a.only == "mdx":
+        if a.only is not None:
             mixer.speech = mixer.music = None   # the waveforms are only needed by demucs
         print(f"[mdx] spectrograms of the training clips in {time.time() - t0:.0f} s", flush=True)
-        # phase 1: the global path alone (its cosine schedule is cut at --mdx-stop); phase 2: both paths
-        train_loop("mdx", net, mdx_loss, smix, a.mdx_steps, a.mdx_batch, a.mdx_frames, 2e-3, ckpt,
-                   stop=a.mdx_stop)
-        torch.manual_seed(a.seed + 2)
-        net2 = MaskNet(local=True, low=False)
-        net2.load_state_dict(net.state_dict(), strict=False)
-        net = train_loop("mdx2", net2, mdx_loss, smix, a.mdx2_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
-        if a.mdx3_steps:
-            torch.manual_seed(a.seed + 3)
-            net3 = MaskNet(local=True, low=True)
-            net3.load_state_dict(net.state_dict(), strict=False)
-            net = train_loop("mdx3", net3, mdx_loss, smix, a.mdx3_steps, a.mdx_batch, a.mdx2_frames, 1e-3, ckpt)
-        if a.mdx4_steps:   # phase 4: everything at a low rate on longer crops
-            net = train_loop("mdx4", net, mdx_loss, smix, a.mdx4_steps, a.mdx_batch, a.mdx_frames, 3e-4, ckpt)
+        trunk = train_trunk(a, smix, ckpt)
+        for target in heads:
+            # phase 5, once per head: each head gets the fine path from its own seed and its own crops, so
+            # Kim_Vocal_2 and Kim_Inst differ as two trained models do and the ensemble averages their errors
+            torch.manual_seed(a.seed + 5 + list(MDX_NAMES).index(target))
+            smix.rng = np.random.default_rng(torch.initial_seed())
+            net = MaskNet(local=True, low=True, fine=True)
+            net.load_state_dict(trunk.state_dict(), strict=False)
+            net = train_loop(f"mdx5_{target}", net, mdx_loss, smix, a.mdx5_steps, a.mdx_batch, a.mdx5_frames,
+                             1e-3, ckpt)
+            export_mdx(net, a.out, target)
         del smix   # a few GB of spectrograms
-        export_mdx(net, a.out)
     if a.only in (None, "demucs"):
         torch.manual_seed(a.seed + 1)
         mixer.rng = np.random.default_rng(a.seed + 1)
