@@ -347,9 +347,9 @@ def store_half(path: Path) -> None:
     casts = []
     for init in g.initializer:
         if init.data_type == onnx.TensorProto.FLOAT and init.dims and np.prod(init.dims) > 16:
-            w = numpy_helper.to_array(init)
-            init.CopyFrom(numpy_helper.from_array(w.astype(np.float16), init.name + "_f16"))
-            casts.append(helper.make_node("Cast", [init.name], [init.name[:-4]], to=onnx.TensorProto.FLOAT))
+            name = init.name
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name + "_f16"))
+            casts.append(helper.make_node("Cast", [name + "_f16"], [name], to=onnx.TensorProto.FLOAT))
     nodes = casts + list(g.node)   # the Casts first: nodes must stay in topological order
     del g.node[:]
     g.node.extend(nodes)
