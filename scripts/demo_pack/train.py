@@ -43,6 +43,12 @@ DEMUCS_NAME = "04573f0d-f3cf25b2.th"
 
 # ---------------------------------------------------------------- models
 
+def _zero(layer: nn.Module) -> None:
+    """A new path's last layer starts at zero, so the path begins as a no-op on the mask it refines."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(4, cout), nn.GELU(),
                          nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(4, cout), nn.GELU())
@@ -59,8 +65,7 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(widths, widths[1:]))
         self.merge = nn.ModuleList(_block(2 * a, a) for a in widths[:-1])
         self.out = nn.Conv2d(widths[0], 1, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        _zero(self.out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         t = z.shape[-1]
@@ -105,8 +110,7 @@ class MaskNet(nn.Module):
                 nn.Conv2d(c, c, (5, 3), padding=(4, 1), dilation=(2, 1)), nn.GELU(),
                 nn.Conv2d(c, c, (5, 3), padding=(8, 1), dilation=(4, 1)), nn.GELU(),
                 nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
-            nn.init.zeros_(self.local[-1].weight)   # starts as the global mask
-            nn.init.zeros_(self.local[-1].bias)
+            _zero(self.local[-1])   # starts as the global mask
         self.low = None
         if low:   # phase 3: wider and deeper over the lowest bins, where speech and bass/chords collide
             c, layers = 16, [nn.Conv2d(3, 16, (5, 3), padding=(2, 1)), nn.GELU()]
@@ -114,8 +118,7 @@ class MaskNet(nn.Module):
                 layers += [nn.Conv2d(c, c, (3, 3), padding=(d, 1), dilation=(d, 1)), nn.GELU()]
             layers.append(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
             self.low = nn.Sequential(*layers)
-            nn.init.zeros_(self.low[-1].weight)
-            nn.init.zeros_(self.low[-1].bias)
+            _zero(self.low[-1])
         self.fine = UNet(5) if fine else None   # phase 5: a U-Net over the bins below FINE
 
     @staticmethod
