@@ -1,0 +1,106 @@
+"""Jobs: submit (and wait), list, look at, cancel or delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..context import Services, Svc
+from ..errors import ApiError
+from ..schemas import Job, JobList, JobOptions, JsonJobRequest
+from ..store import FINISHED
+from ..submit import submit
+from ..views import download, get_job, job_out
+
+router = APIRouter(tags=["jobs"])
+
+MULTIPART_SCHEMA = {
+    "type": "object", "required": [],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "the media (or use url)"},
+                   "url": {"type": "string", "description": "http(s) URL of the media (instead of file)"},
+                   "wait": {"type": "boolean", "description": "POST /separate: false answers 202 with the job"},
+                   **JobOptions.model_json_schema()["properties"]}}
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+    "application/json": {"schema": JsonJobRequest.model_json_schema()}}}}
+
+
+def accepted(svc: Services, job: dict) -> JSONResponse:
+    return JSONResponse(job_out(svc, job).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/jobs/{job['id']}"})
+
+
+async def wait_finished(svc: Services, job: dict) -> dict:
+    """Wait until the worker finishes the job (it wakes us); re-read the row every 2 s regardless."""
+    job_id = job["id"]
+    event = svc.waiters.setdefault(job_id, asyncio.Event())
+    try:
+        while job["state"] not in FINISHED:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), 2.0)
+            event.clear()
+            job = await anyio.to_thread.run_sync(svc.store.get, job_id)
+            if job is None:
+                raise ApiError(410, "gone", "the job was deleted")
+    finally:
+        svc.waiters.pop(job_id, None)
+    return job
+
+
+@router.post("/separate", openapi_extra=SUBMIT_BODY, status_code=200,
+             summary="Separate and answer with the stems (one file, or a zip)",
+             responses={200: {"content": {"application/zip": {}, "audio/wav": {}}},
+                        202: {"model": Job, "description": "with `Prefer: respond-async` or wait=false"}})
+async def separate(svc: Svc, request: Request, wait: bool | None = Query(None)):
+    job, wait_field = await submit(svc, request)
+    prefer_async = "respond-async" in request.headers.get("prefer", "").lower()
+    if wait is False or wait_field is False or (prefer_async and wait is not True and wait_field is not True):
+        return accepted(svc, job)
+    job = await wait_finished(svc, job)
+    if job["state"] == "failed":
+        err = job["error"]
+        raise ApiError(err["status"], err["code"], err["message"], job_id=job["id"])
+    if job["state"] == "canceled":
+        raise ApiError(409, "canceled", "the job was canceled", job_id=job["id"])
+    return download(svc, job, job["stems"][0] if len(job["stems"]) == 1 else None)
+
+
+@router.post("/jobs", openapi_extra=SUBMIT_BODY, status_code=202, response_model=Job,
+             summary="Queue a job; answers 202 with the job and its Location")
+async def create_job(svc: Svc, request: Request):
+    job, _ = await submit(svc, request)
+    return accepted(svc, job)
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(svc: Svc,
+              state_: str | None = Query(None, alias="state", pattern="^(queued|running|succeeded|failed|canceled)$"),
+              limit: int = Query(100, ge=1, le=1000)):
+    return JobList(jobs=[job_out(svc, j) for j in svc.store.list(state_, limit)])
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job_route(svc: Svc, job_id: str):
+    return job_out(svc, get_job(svc, job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=Job, responses={204: {}},
+               summary="Cancel a queued or running job and delete its files; delete a finished job")
+def delete_job(svc: Svc, job_id: str):
+    job = get_job(svc, job_id)
+    st, worker = svc.store, svc.worker
+    if job["state"] in FINISHED:
+        st.delete(job_id)
+        return Response(status_code=204)
+    worker.cancel(job_id)  # a running job stops within one engine window, then its files go
+    if st.finish(job_id, "canceled", stage="canceled"):
+        st.log(job_id, "canceled by the caller")
+        if worker.current != job_id:
+            st.delete_files(job_id)
+            svc.metrics.jobs.labels("canceled").inc()
+    svc.wake(job_id)
+    return job_out(svc, st.get(job_id))
