@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import anyio
+
 from mvsep.errors import (Cancelled, InputError, ModelPackError, MvsepError, NotInPackError,  # noqa: F401
                           OptionError, OutOfMemoryError, UnsupportedMediaError)
 
@@ -47,7 +49,9 @@ class Runner:
     """Loads the model pack in the background and runs separations (from the worker thread only)."""
 
     def __init__(self, models_dir: str | None, device: str = "auto", gpu_id: int = 0, large_gpu: bool = False,
-                 allow_demo: bool = True):
+                 allow_demo: bool = True, max_probes: int = 2):
+        self.max_probes = max_probes
+        self._probe_slots: anyio.Semaphore | None = None
         self.models_dir = models_dir
         self.allow_demo = allow_demo
         self.device_pref = device
@@ -111,17 +115,40 @@ class Runner:
         return opts
 
     def check(self, opts) -> None:
-        """Raise ModelPackError (503) / NotInPackError (422) when the pack cannot serve these options."""
+        """Raise NotInPackError (422) when the pack lacks a model these options chose.
+
+        The pack serves the default options (else the runner is not ready and submit answers 503), so whatever
+        is missing here was chosen by the request: 4 stems, `use_kim_model_1`, or `single_onnx`.
+        """
         if self._sep is None:
             return  # still loading: the job waits in the queue
-        if self._sep.missing(opts):
-            self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)  # raises
+        missing = self._sep.missing(opts)
+        if missing:
+            try:
+                self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+            except NotInPackError:
+                raise
+            except ModelPackError:
+                chosen = [k for k in ("use_kim_model_1", "single_onnx") if getattr(opts, k)]
+                chosen += [] if opts.only_vocals else ["stems"]
+                raise NotInPackError(f"the {self.pack_kind} pack has no {', '.join(missing)}, which the chosen "
+                                     f"options need ({', '.join(chosen)})", missing) from None
+
+    async def probe_limited(self, path: Path, max_seconds: float | None = None) -> dict:
+        """probe() off the event loop, at most `max_probes` at once (decoding is CPU-bound)."""
+        if self._probe_slots is None:
+            self._probe_slots = anyio.Semaphore(self.max_probes)
+        async with self._probe_slots:
+            return await anyio.to_thread.run_sync(self.probe, path, max_seconds)
 
     @staticmethod
-    def probe(path: Path) -> dict:
-        """Input facts; raises InputError / UnsupportedMediaError for unusable media."""
+    def probe(path: Path, max_seconds: float | None = None) -> dict:
+        """Input facts; raises InputError / UnsupportedMediaError for unusable media.
+
+        With `max_seconds` the decode stops just past it (then `duration_s` is a lower bound over the cap).
+        """
         from mvsep import probe
-        info = probe(str(path))
+        info = probe(str(path), max_seconds=max_seconds)
         if not info.frames or info.frames <= 0 or not info.sample_rate:
             raise InputError("the input has no audio samples")
         return {"duration_s": float(info.duration), "sample_rate": int(info.sample_rate),

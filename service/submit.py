@@ -14,7 +14,7 @@ from . import runner as rn
 from .context import Services
 from .errors import ApiError
 from .inputs import fetch_url, receive_multipart, safe_name
-from .schemas import JobOptions
+from .schemas import JobOptions, parse_bool
 from .store import new_job_id
 from .views import queue_full
 
@@ -31,10 +31,6 @@ def options_error(e: ValidationError) -> ApiError:
     field = ".".join(str(p) for p in err["loc"]) or "options"
     msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
     return ApiError(422, "invalid_option", f"{field}: {msg}", field=field)
-
-
-def truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 async def read_small_body(request: Request) -> bytes:
@@ -57,8 +53,8 @@ async def read_fields(request: Request, upload, limit: int) -> tuple[dict, dict 
     if ctype == "application/json":
         try:
             fields = json.loads(await read_small_body(request))
-        except ValueError:
-            raise ApiError(422, "invalid_request", "the body is not valid JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
+            raise ApiError(422, "invalid_request", "the body is not valid JSON (or nested too deep)") from None
         if not isinstance(fields, dict):
             raise ApiError(422, "invalid_request", "the JSON body must be an object")
         return fields, None
@@ -83,6 +79,7 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
     try:
         fields, info = await read_fields(request, upload, cfg.max_upload_bytes)
         wait = fields.pop("wait", None)
+        wait = None if wait is None else parse_bool("wait", wait)
         url = fields.pop("url", None)
         try:
             options = JobOptions.model_validate(fields).model_dump(exclude_none=True)
@@ -108,12 +105,12 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         path = job_dir / (f"input.{ext}" if ext else "input")
         os.replace(upload, path)
         try:
-            facts = await anyio.to_thread.run_sync(runner.probe, path)
+            facts = await runner.probe_limited(path, cfg.max_duration_s)
         except rn.MvsepError as e:
             raise engine_error(e) from None
         if facts["duration_s"] > cfg.max_duration_s:
-            raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
-                           f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
+            raise ApiError(413, "too_long", f"the input is longer than the limit of {cfg.max_duration_s:g} s",
+                           limit_s=cfg.max_duration_s)
         facts.update(info, name=name)
         if not await anyio.to_thread.run_sync(
                 lambda: st.insert(job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size)):
@@ -125,4 +122,4 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         with anyio.CancelScope(shield=True):  # also when the client went away (cancellation)
             await anyio.to_thread.run_sync(st.delete_files, job_id)
         raise
-    return await anyio.to_thread.run_sync(st.get, job_id), (None if wait is None else truthy(wait))
+    return await anyio.to_thread.run_sync(st.get, job_id), wait
