@@ -44,10 +44,10 @@ def _ipv4_problem(ip: IPv4Address) -> str | None:
         return "link-local"
     if ip in SHARED_V4:
         return "shared (carrier-grade NAT)"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved or not ip.is_global:
+    if ip.is_reserved:
         return "reserved"
+    if ip.is_private or not ip.is_global:
+        return "private"
     return None
 
 
@@ -62,9 +62,9 @@ def _ipv6_problem(ip: IPv6Address) -> str | None:
         return "link-local"
     if ip.is_site_local or ip in NAT64_LOCAL:
         return "site-local"
-    if ip.is_private:
+    if ip.is_private or not ip.is_global:
         return "private"
-    if ip.is_reserved or not ip.is_global:
+    if ip.is_reserved:
         return "reserved"
     return None
 
