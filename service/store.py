@@ -119,7 +119,8 @@ class Store:
                 self._db.execute("COMMIT")
                 return True
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
+                    self._db.execute("ROLLBACK")
                 raise
 
     def get(self, job_id: str) -> dict | None:
