@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from . import urlguard
@@ -21,6 +22,7 @@ from .errors import ApiError, disk_full, insufficient_storage
 
 log = logging.getLogger("spark.inputs")
 FIELD_LIMIT = 64 * 1024  # bytes of all non-file form fields together
+MAX_PARTS = 64
 FLUSH_BYTES = 1 << 20  # write the upload to disk in pieces of about this size
 MAX_REDIRECTS = 5
 
@@ -89,9 +91,11 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
     file_info: dict | None = None
 
     def on_part_begin():
-        state.update(headers={}, hname=b"", hvalue=b"", field=None, value=[])
+        state.update(headers={}, hname=b"", hvalue=b"", field=None, value=[], parts=state.get("parts", 0) + 1)
+        if state["parts"] > MAX_PARTS:
+            raise ApiError(413, "too_large", f"more than {MAX_PARTS} form parts")
 
-    def on_header_field(data, start, end):
+    def on_header_field(data, start, end):  # python-multipart caps a part's header size itself
         state["hname"] += data[start:end]
 
     def on_header_value(data, start, end):
@@ -157,7 +161,9 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
             raise
         log.warning("disk full while receiving an upload (%s): %s", upload_path.parent.name, e)
         raise insufficient_storage("while receiving the upload") from None
-    except Exception as e:  # malformed body (python-multipart's errors) or the client went away
+    except MultipartParseError as e:  # its messages name the fault, never data or paths
+        raise ApiError(400, "bad_request", f"the multipart body could not be read: {e}") from e
+    except Exception as e:  # the client went away
         raise ApiError(400, "bad_request", "the multipart body could not be read") from e
     finally:
         if sink is not None:

@@ -137,6 +137,16 @@ def test_multipart_body_without_its_closing_boundary(client, tmp_path):
     assert len(client.get("/jobs").json()["jobs"]) == before
 
 
+def test_too_many_parts_or_a_huge_part_header(client):
+    parts = b"".join(b"--B\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nx\r\n" % i for i in range(100))
+    r = client.post("/jobs", content=parts + b"--B--\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=B"})
+    assert "form parts" in _error(r, 413, "too_large")["message"]
+    part = b"--B\r\nContent-Disposition: form-data; name=\"" + b"n" * 10_000 + b"\"\r\n\r\nx\r\n--B--\r\n"
+    r = client.post("/jobs", content=part, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert "header size" in _error(r, 400, "bad_request")["message"]
+
+
 @pytest.mark.parametrize("value", ["NaN", "nan", "inf", "-Infinity"])
 def test_overlap_must_be_finite(client, value):
     r = client.post("/jobs", files={"file": ("a.wav", b"RIFF")}, data={"overlap_large": value})
