@@ -111,8 +111,8 @@ def _error_handlers(app: FastAPI) -> None:
 
 def create_app(cfg: Config) -> FastAPI:
     svc = Services(cfg=cfg, metrics=Metrics(),
-                   runner=rn.Runner(cfg.models_dir, cfg.device, cfg.gpu_id, cfg.large_gpu, cfg.demo_pack,
-                                    max_probes=cfg.max_probes))
+                   runner=rn.Runner(cfg.models_dir, cfg.device, cfg.gpu_id, cfg.large_gpu, cfg.demo_pack))
+    svc.runner.limit_probes(cfg.max_probes, cfg.max_duration_s)
     app = FastAPI(title="Spark Dubbing separation service", version=__version__, lifespan=_lifespan(svc),
                   docs_url=None, redoc_url=None, openapi_url=None,
                   description="Splits media into vocals/dialog and instrumental (and drums, bass, other) stems "

@@ -11,8 +11,6 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-import anyio
-
 from mvsep.errors import (Cancelled, InputError, ModelPackError, MvsepError, NotInPackError,  # noqa: F401
                           OptionError, OutOfMemoryError, UnsupportedMediaError)
 
@@ -47,11 +45,11 @@ def error_code(err: BaseException) -> str:
 
 class Runner:
     """Loads the model pack in the background and runs separations (from the worker thread only)."""
+    probe_cap_s: float | None = None  # see limit_probes
+    _probe_slots = threading.BoundedSemaphore(2)
 
     def __init__(self, models_dir: str | None, device: str = "auto", gpu_id: int = 0, large_gpu: bool = False,
-                 allow_demo: bool = True, max_probes: int = 2):
-        self.max_probes = max_probes
-        self._probe_slots: anyio.Semaphore | None = None
+                 allow_demo: bool = True):
         self.models_dir = models_dir
         self.allow_demo = allow_demo
         self.device_pref = device
@@ -134,21 +132,19 @@ class Runner:
                 raise NotInPackError(f"the {self.pack_kind} pack has no {', '.join(missing)}, which the chosen "
                                      f"options need ({', '.join(chosen)})", missing) from None
 
-    async def probe_limited(self, path: Path, max_seconds: float | None = None) -> dict:
-        """probe() off the event loop, at most `max_probes` at once (decoding is CPU-bound)."""
-        if self._probe_slots is None:
-            self._probe_slots = anyio.Semaphore(self.max_probes)
-        async with self._probe_slots:
-            return await anyio.to_thread.run_sync(self.probe, path, max_seconds)
+    def limit_probes(self, max_probes: int, cap_s: float | None) -> None:
+        """At most `max_probes` probes at once (decoding is CPU-bound); each stops decoding past `cap_s`."""
+        self._probe_slots = threading.BoundedSemaphore(max_probes)
+        self.probe_cap_s = cap_s
 
-    @staticmethod
-    def probe(path: Path, max_seconds: float | None = None) -> dict:
+    def probe(self, path: Path) -> dict:
         """Input facts; raises InputError / UnsupportedMediaError for unusable media.
 
-        With `max_seconds` the decode stops just past it (then `duration_s` is a lower bound over the cap).
+        Past `probe_cap_s` (SPARK_MAX_DURATION_S) the decode stops: `duration_s` is then just over the cap.
         """
         from mvsep import probe
-        info = probe(str(path), max_seconds=max_seconds)
+        with self._probe_slots:
+            info = probe(str(path), max_seconds=self.probe_cap_s)
         if not info.frames or info.frames <= 0 or not info.sample_rate:
             raise InputError("the input has no audio samples")
         return {"duration_s": float(info.duration), "sample_rate": int(info.sample_rate),

@@ -33,6 +33,10 @@ def options_error(e: ValidationError) -> ApiError:
     return ApiError(422, "invalid_option", f"{field}: {msg}", field=field)
 
 
+def truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 async def read_small_body(request: Request) -> bytes:
     body = b""
     async for chunk in request.stream():
@@ -79,7 +83,7 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
     try:
         fields, info = await read_fields(request, upload, cfg.max_upload_bytes)
         wait = fields.pop("wait", None)
-        wait = None if wait is None else parse_bool("wait", wait)
+        wait = None if wait is None else parse_bool("wait", wait)  # junk is a 422, not "async"
         url = fields.pop("url", None)
         try:
             options = JobOptions.model_validate(fields).model_dump(exclude_none=True)
@@ -105,12 +109,12 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         path = job_dir / (f"input.{ext}" if ext else "input")
         os.replace(upload, path)
         try:
-            facts = await runner.probe_limited(path, cfg.max_duration_s)
+            facts = await anyio.to_thread.run_sync(runner.probe, path)
         except rn.MvsepError as e:
             raise engine_error(e) from None
         if facts["duration_s"] > cfg.max_duration_s:
-            raise ApiError(413, "too_long", f"the input is longer than the limit of {cfg.max_duration_s:g} s",
-                           limit_s=cfg.max_duration_s)
+            raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
+                           f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
         facts.update(info, name=name)
         if not await anyio.to_thread.run_sync(
                 lambda: st.insert(job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size)):
@@ -122,4 +126,4 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         with anyio.CancelScope(shield=True):  # also when the client went away (cancellation)
             await anyio.to_thread.run_sync(st.delete_files, job_id)
         raise
-    return await anyio.to_thread.run_sync(st.get, job_id), wait
+    return await anyio.to_thread.run_sync(st.get, job_id), (None if wait is None else truthy(wait))
