@@ -160,3 +160,18 @@ def test_an_unauthenticated_upload_gets_401_then_the_connection_closes(server):
             break
     assert closed and time.monotonic() - t0 < HEADER_TIMEOUT + 2
     s.close()
+
+
+def test_pipelined_and_keep_alive_requests_still_work(server):
+    s = _open(server.port)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    data = b""
+    while data.count(b'{"ok":true}') < 2:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    time.sleep(1.0)  # idle, under the keep-alive timeout: the connection is reused
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b'{"ok":true}' in s.recv(65536)
+    s.close()
