@@ -1,12 +1,24 @@
 """Start the separation service: `python server.py` (settings: HOST, PORT, SPARK_* env vars; docs/api.md)."""
 
 import logging
+import resource
 import sys
 
 import uvicorn
 
 from service.app import create_app
 from service.config import Config
+from service.connections import Limits, protocol_class
+
+FD_RESERVE = 64  # descriptors kept for the database, job files, model files and threads
+
+
+def connection_cap(wanted: int) -> int:
+    """SPARK_MAX_CONNECTIONS, lowered so that open connections can never use up the descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(8, min(wanted, soft - FD_RESERVE))
 
 
 def main() -> int:
@@ -17,8 +29,11 @@ def main() -> int:
         print(f"server.py: {problem}", file=sys.stderr)
         return 2
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info",
-                timeout_graceful_shutdown=5, proxy_headers=False)
+    limits = Limits(cfg.header_timeout_s, cfg.body_timeout_s, connection_cap(cfg.max_connections))
+    logging.getLogger("spark.server").info("at most %d connections; head timeout %g s, body timeout %g s",
+                                           limits.max_connections, limits.header_timeout_s, limits.body_timeout_s)
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info", http=protocol_class(limits),
+                timeout_keep_alive=cfg.keepalive_s, timeout_graceful_shutdown=5, proxy_headers=False)
     return 0
 
 

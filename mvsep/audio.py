@@ -242,7 +242,7 @@ def _claimed_seconds(inp: _Input) -> float | None:
     return None
 
 
-def probe(path) -> AudioInfo:
+def probe(path, max_seconds: float | None = None) -> AudioInfo:
     """Facts about the first audio stream of `path` (any container FFmpeg reads, video files included).
 
     `frames` is exact: the stream is decoded once, streaming, and its samples counted (container durations are
@@ -250,17 +250,23 @@ def probe(path) -> AudioInfo:
     decodes at twice the rate its container may announce).
     Raises InputError for a missing, empty, unreadable or corrupt file, no audio stream, or 0 decoded samples;
     UnsupportedMediaError when FFmpeg does not recognize the format or the codec.
+    With `max_seconds`, decoding stops as soon as the decoded audio is longer: `frames` is then a lower bound
+    just past the cap (a caller refusing long inputs pays for no more than the cap).
     """
     facts = _Facts()
     frames = 0
+    cut = False
     with _Input(path) as inp:
         for piece in _decoded(inp, facts):
             frames += len(piece)
+            if max_seconds is not None and frames > max_seconds * facts.rate:
+                cut = True
+                break
         codec, container = inp.codec, inp.container.format.name
         claimed = _claimed_seconds(inp)
     if frames == 0 or facts.rate is None:
         raise InputError("input is empty (0 samples)")
-    if claimed and frames / facts.rate < 0.95 * claimed - 0.05:
+    if claimed and not cut and frames / facts.rate < 0.95 * claimed - 0.05:
         # FFmpeg (like the ffmpeg CLI) stops quietly at some damage, e.g. a bad Ogg page; container durations
         # are only estimates for some formats (VBR mp3 without a header), so this is a warning, not an error.
         log.warning("decoded %.2f s of %s but its container says %.2f s: it may be truncated or damaged",

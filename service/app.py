@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import uuid
 
 import anyio
@@ -19,7 +20,7 @@ from . import runner as rn
 from .auth import TokenAuth
 from .config import Config
 from .context import Services
-from .errors import ApiError
+from .errors import ApiError, disk_full, insufficient_storage
 from .metrics import Metrics
 from .routes import files, jobs, system
 from .schemas import ErrorBody
@@ -27,7 +28,7 @@ from .store import Store
 from .worker import Worker
 
 log = logging.getLogger("spark.app")
-ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 415, 422, 429, 500, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 507)}
 
 
 async def _janitor(svc: Services) -> None:
@@ -94,14 +95,24 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):
         error_id = uuid.uuid4().hex[:12]
-        log.exception("error id %s on %s %s", error_id, request.method, request.url.path)
+        log.error("error id %s on %s %s", error_id, request.method, request.url.path, exc_info=e)
         return JSONResponse({"error": "internal", "message": "internal error", "error_id": error_id},
                             status_code=500)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _storage(request: Request, e: Exception):
+        if not disk_full(e):
+            return await _bug(request, e)
+        log.warning("disk full on %s %s: %s", request.method, request.url.path, e)
+        err = insufficient_storage(f"on {request.method} {request.url.path}")
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 def create_app(cfg: Config) -> FastAPI:
     svc = Services(cfg=cfg, metrics=Metrics(),
                    runner=rn.Runner(cfg.models_dir, cfg.device, cfg.gpu_id, cfg.large_gpu, cfg.demo_pack))
+    svc.runner.limit_probes(cfg.max_probes, cfg.max_duration_s)
     app = FastAPI(title="Spark Dubbing separation service", version=__version__, lifespan=_lifespan(svc),
                   docs_url=None, redoc_url=None, openapi_url=None,
                   description="Splits media into vocals/dialog and instrumental (and drums, bass, other) stems "

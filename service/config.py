@@ -43,6 +43,11 @@ class Config:
     gpu_id: int = 0
     large_gpu: bool = False
     demo_pack: bool = True
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_s: float = 5.0
+    max_connections: int = 256
+    max_probes: int = 2
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
@@ -67,6 +72,11 @@ class Config:
             gpu_id=_num(env, "SPARK_GPU_ID", 0),
             large_gpu=_bool(env, "SPARK_LARGE_GPU"),
             demo_pack=_bool(env, "SPARK_DEMO_PACK", True),
+            header_timeout_s=_num(env, "SPARK_HEADER_TIMEOUT_S", 10.0, float),
+            body_timeout_s=_num(env, "SPARK_BODY_TIMEOUT_S", 30.0, float),
+            keepalive_s=_num(env, "SPARK_KEEPALIVE_S", 5.0, float),
+            max_connections=_num(env, "SPARK_MAX_CONNECTIONS", 256),
+            max_probes=_num(env, "SPARK_MAX_PROBES", 2),
         )
 
     @property
@@ -88,4 +98,8 @@ class Config:
                     "set a token, or SPARK_ALLOW_NO_AUTH=1 to run open on purpose")
         if self.queue_size < 1:
             return "SPARK_QUEUE_SIZE must be at least 1"
+        if self.max_connections < 2 or self.max_probes < 1:
+            return "SPARK_MAX_CONNECTIONS must be at least 2 and SPARK_MAX_PROBES at least 1"
+        if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_s) <= 0:
+            return "SPARK_HEADER_TIMEOUT_S, SPARK_BODY_TIMEOUT_S and SPARK_KEEPALIVE_S must be positive"
         return None

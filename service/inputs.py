@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -12,11 +14,15 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from .errors import ApiError
+from . import urlguard
+from .errors import ApiError, disk_full, insufficient_storage
 
+log = logging.getLogger("spark.inputs")
 FIELD_LIMIT = 64 * 1024  # bytes of all non-file form fields together
+MAX_PARTS = 64
 FLUSH_BYTES = 1 << 20  # write the upload to disk in pieces of about this size
 MAX_REDIRECTS = 5
 
@@ -58,6 +64,8 @@ class _FileSink:
         if self.pending and (force or self.pending_size >= FLUSH_BYTES):
             data, self.pending, self.pending_size = b"".join(self.pending), [], 0
             await anyio.to_thread.run_sync(self.fh.write, data)
+        if force:
+            await anyio.to_thread.run_sync(self.fh.flush)  # so close() has nothing left to fail on
 
     def close(self) -> None:
         self.fh.close()
@@ -83,9 +91,11 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
     file_info: dict | None = None
 
     def on_part_begin():
-        state.update(headers={}, hname=b"", hvalue=b"", field=None, value=[])
+        state.update(headers={}, hname=b"", hvalue=b"", field=None, value=[], parts=state.get("parts", 0) + 1)
+        if state["parts"] > MAX_PARTS:
+            raise ApiError(413, "too_large", f"more than {MAX_PARTS} form parts")
 
-    def on_header_field(data, start, end):
+    def on_header_field(data, start, end):  # python-multipart caps a part's header size itself
         state["hname"] += data[start:end]
 
     def on_header_value(data, start, end):
@@ -99,6 +109,9 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
         nonlocal sink, file_info
         _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
         name = disp.get(b"name", b"").decode("utf-8", "replace")
+        if name != "file" and b"filename" in disp:
+            raise ApiError(422, "invalid_input", f"a file was sent in the form field {name[:40]!r}; send it in "
+                           "the field `file` (curl -F file=@...)", field="file")
         if name == "file":
             if sink is not None:
                 raise ApiError(422, "invalid_input", "only one `file` part is allowed", field="file")
@@ -115,7 +128,9 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
             return
         state["fieldsize"] += end - start
         if state["fieldsize"] > FIELD_LIMIT:
-            raise ApiError(413, "too_large", "form fields are too large")
+            raise ApiError(413, "too_large", f"form field {state['field'][:40]!r} is too large: all fields "
+                           f"together may hold {FIELD_LIMIT // 1024} KB (the media goes in the field `file`)",
+                           field=state["field"][:40])
         state["value"].append(data[start:end])
 
     def on_part_end():
@@ -134,25 +149,30 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
             if sink is not None:
                 await sink.flush()
         parser.finalize()
+        if parser.state != MultipartState.END:
+            raise ApiError(400, "truncated_body", "truncated multipart body: it ended before the closing "
+                           "boundary (the upload was cut short)")
         if sink is not None:
             await sink.flush(force=True)
     except ApiError:
         raise
-    except Exception as e:  # malformed body (python-multipart's errors) or the client went away
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        log.warning("disk full while receiving an upload (%s): %s", upload_path.parent.name, e)
+        raise insufficient_storage("while receiving the upload") from None
+    except MultipartParseError as e:  # its messages name the fault, never data or paths
+        raise ApiError(400, "bad_request", f"the multipart body could not be read: {e}") from e
+    except Exception as e:  # the client went away
         raise ApiError(400, "bad_request", "the multipart body could not be read") from e
     finally:
         if sink is not None:
-            sink.close()
+            with contextlib.suppress(OSError):  # flushed above when it matters
+                sink.close()
     return fields, file_info
 
 
 # ---- URL inputs
-
-def _refused(ip: ipaddress._BaseAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
 
 async def _resolve(host: str, port: int, allow_private: bool) -> str:
     """One address of `host` that may be contacted (every address is checked: no private mixes)."""
@@ -163,9 +183,13 @@ async def _resolve(host: str, port: int, allow_private: bool) -> str:
     addrs = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     if not addrs:
         raise ApiError(422, "bad_url", f"url: cannot resolve host {host!r}", field="url")
-    if not allow_private and any(_refused(a) for a in addrs):
-        raise ApiError(422, "url_refused", "url: the target is a private, loopback or link-local address; "
-                       "the operator can allow it with SPARK_ALLOW_PRIVATE_URLS=1", field="url")
+    for addr in addrs:
+        why = urlguard.problem(addr)
+        if why and urlguard.always_refused(why):
+            raise ApiError(422, "url_refused", f"url: the target is not a unicast address: {why}", field="url")
+        if why and not allow_private:
+            raise ApiError(422, "url_refused", f"url: the target is not a public address: {why}; the operator "
+                           "can allow private targets with SPARK_ALLOW_PRIVATE_URLS=1", field="url")
     return str(addrs[0])
 
 
@@ -217,13 +241,7 @@ async def _fetch(url: str, dest: Path, limit: int, allow_private: bool) -> dict:
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise too_large(limit)
-                size = 0
-                with open(dest, "wb") as fh:
-                    async for chunk in response.aiter_bytes(FLUSH_BYTES):
-                        size += len(chunk)
-                        if size > limit:
-                            raise too_large(limit)
-                        await anyio.to_thread.run_sync(fh.write, chunk)
+                size = await _write_body(response, dest, limit)
                 if size == 0:
                     raise ApiError(422, "bad_input", "url: the server sent an empty body", field="url")
                 name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
@@ -234,6 +252,24 @@ async def _fetch(url: str, dest: Path, limit: int, allow_private: bool) -> dict:
             finally:
                 await response.aclose()
         raise ApiError(422, "url_failed", "url: too many redirects", field="url")
+
+
+async def _write_body(response: httpx.Response, dest: Path, limit: int) -> int:
+    size = 0
+    try:
+        with open(dest, "wb") as fh:
+            async for chunk in response.aiter_bytes(FLUSH_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                await anyio.to_thread.run_sync(fh.write, chunk)
+            await anyio.to_thread.run_sync(fh.flush)
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        log.warning("disk full while downloading a URL input to %s: %s", dest, e)
+        raise insufficient_storage("while downloading the url") from None
+    return size
 
 
 def remove_quietly(path: Path) -> None:

@@ -45,6 +45,8 @@ def error_code(err: BaseException) -> str:
 
 class Runner:
     """Loads the model pack in the background and runs separations (from the worker thread only)."""
+    probe_cap_s: float | None = None  # see limit_probes
+    _probe_slots = threading.BoundedSemaphore(2)
 
     def __init__(self, models_dir: str | None, device: str = "auto", gpu_id: int = 0, large_gpu: bool = False,
                  allow_demo: bool = True):
@@ -111,17 +113,38 @@ class Runner:
         return opts
 
     def check(self, opts) -> None:
-        """Raise ModelPackError (503) / NotInPackError (422) when the pack cannot serve these options."""
+        """Raise NotInPackError (422) when the pack lacks a model these options chose.
+
+        The pack serves the default options (else the runner is not ready and submit answers 503), so whatever
+        is missing here was chosen by the request: 4 stems, `use_kim_model_1`, or `single_onnx`.
+        """
         if self._sep is None:
             return  # still loading: the job waits in the queue
-        if self._sep.missing(opts):
-            self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)  # raises
+        missing = self._sep.missing(opts)
+        if missing:
+            try:
+                self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+            except NotInPackError:
+                raise
+            except ModelPackError:
+                chosen = [k for k in ("use_kim_model_1", "single_onnx") if getattr(opts, k)]
+                chosen += [] if opts.only_vocals else ["stems"]
+                raise NotInPackError(f"the {self.pack_kind} pack has no {', '.join(missing)}, which the chosen "
+                                     f"options need ({', '.join(chosen)})", missing) from None
 
-    @staticmethod
-    def probe(path: Path) -> dict:
-        """Input facts; raises InputError / UnsupportedMediaError for unusable media."""
+    def limit_probes(self, max_probes: int, cap_s: float | None) -> None:
+        """At most `max_probes` probes at once (decoding is CPU-bound); each stops decoding past `cap_s`."""
+        self._probe_slots = threading.BoundedSemaphore(max_probes)
+        self.probe_cap_s = cap_s
+
+    def probe(self, path: Path) -> dict:
+        """Input facts; raises InputError / UnsupportedMediaError for unusable media.
+
+        Past `probe_cap_s` (SPARK_MAX_DURATION_S) the decode stops: `duration_s` is then just over the cap.
+        """
         from mvsep import probe
-        info = probe(str(path))
+        with self._probe_slots:
+            info = probe(str(path), max_seconds=self.probe_cap_s)
         if not info.frames or info.frames <= 0 or not info.sample_rate:
             raise InputError("the input has no audio samples")
         return {"duration_s": float(info.duration), "sample_rate": int(info.sample_rate),

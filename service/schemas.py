@@ -8,6 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The engine's own ranges (mvsep.engine.Options.validate); tests/test_service_inputs.py checks they agree.
+MAX_SHIFTS = 10
+CHUNK_RANGE = (44_100, 10_000_000)
+
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
 EXT = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
 MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
@@ -30,18 +34,21 @@ class JobOptions(BaseModel):
     format: Literal["wav", "wav16", "wav24", "flac", "mp3"] = Field("wav", description="wav is float32")
     sample_rate: Literal["native", 44100] = Field("native", description="`native` keeps the input's rate")
     mono: bool = False
-    overlap_large: float | None = Field(None, ge=0, le=0.99)
-    overlap_small: float | None = Field(None, ge=0, le=0.99)
-    chunk_size: int | None = Field(None, ge=1)
-    shifts: int | None = Field(None, ge=0, le=20)
+    overlap_large: float | None = Field(None, ge=0, le=0.99, allow_inf_nan=False)
+    overlap_small: float | None = Field(None, ge=0, le=0.99, allow_inf_nan=False)
+    chunk_size: int | None = Field(None, ge=CHUNK_RANGE[0], le=CHUNK_RANGE[1])
+    shifts: int | None = Field(None, ge=0, le=MAX_SHIFTS)
     single_onnx: bool | None = None
     use_kim_model_1: bool | None = None
 
     @field_validator("stems", mode="before")
     @classmethod
     def _parse_stems(cls, v):
-        items = [s.strip().lower() for s in v.split(",")] if isinstance(v, str) else list(v)
-        items = [s for s in items if s]
+        if isinstance(v, str):
+            v = v.split(",")
+        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+            raise ValueError(f"expected a comma list of {', '.join(STEMS)} or 'all' (or a JSON array of names)")
+        items = [s.strip().lower() for s in v if s.strip()]
         if items == ["all"]:
             return list(STEMS)
         bad = [s for s in items if s not in STEMS]
@@ -53,6 +60,19 @@ class JobOptions(BaseModel):
     @classmethod
     def _parse_rate(cls, v):
         return 44100 if str(v).strip() == "44100" else v
+
+
+def parse_bool(field: str, value) -> bool:
+    """A boolean form field or JSON value; anything else is a 422 naming the field."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    from .errors import ApiError
+    raise ApiError(422, "invalid_option", f"{field}: must be true or false", field=field)
 
 
 class JsonJobRequest(JobOptions):

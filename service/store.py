@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
+ID_RE = re.compile(r"[0-9a-f]{32}")
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "canceled")
 
@@ -48,7 +48,7 @@ def new_job_id() -> str:
 
 
 def valid_id(job_id: str) -> bool:
-    return bool(ID_RE.match(job_id))
+    return isinstance(job_id, str) and bool(ID_RE.fullmatch(job_id))
 
 
 class Store:
@@ -119,7 +119,8 @@ class Store:
                 self._db.execute("COMMIT")
                 return True
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
+                    self._db.execute("ROLLBACK")
                 raise
 
     def get(self, job_id: str) -> dict | None:
@@ -138,11 +139,12 @@ class Store:
         rows = self._exec("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
 
-    def queue_position(self, job_id: str) -> int | None:
+    def queue_position(self, job_id: str) -> int:
+        """1 + the queued jobs ahead of this one (never 0, even if the job was claimed meanwhile)."""
         row = self._exec(
-            "SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq <= (SELECT seq FROM jobs WHERE id=?)",
+            "SELECT 1 + COUNT(*) FROM jobs WHERE state='queued' AND seq < (SELECT seq FROM jobs WHERE id=?)",
             (job_id,)).fetchone()
-        return row[0] if row else None
+        return row[0]
 
     def claim_next(self) -> dict | None:
         """Oldest queued job -> running (atomically)."""

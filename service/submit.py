@@ -14,7 +14,7 @@ from . import runner as rn
 from .context import Services
 from .errors import ApiError
 from .inputs import fetch_url, receive_multipart, safe_name
-from .schemas import JobOptions
+from .schemas import JobOptions, parse_bool
 from .store import new_job_id
 from .views import queue_full
 
@@ -57,8 +57,8 @@ async def read_fields(request: Request, upload, limit: int) -> tuple[dict, dict 
     if ctype == "application/json":
         try:
             fields = json.loads(await read_small_body(request))
-        except ValueError:
-            raise ApiError(422, "invalid_request", "the body is not valid JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
+            raise ApiError(422, "invalid_request", "the body is not valid JSON (or nested too deep)") from None
         if not isinstance(fields, dict):
             raise ApiError(422, "invalid_request", "the JSON body must be an object")
         return fields, None
@@ -83,6 +83,7 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
     try:
         fields, info = await read_fields(request, upload, cfg.max_upload_bytes)
         wait = fields.pop("wait", None)
+        wait = None if wait is None else parse_bool("wait", wait)  # junk is a 422, not "async"
         url = fields.pop("url", None)
         try:
             options = JobOptions.model_validate(fields).model_dump(exclude_none=True)

@@ -6,10 +6,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastapi.responses import FileResponse
-
 from .context import Services
 from .errors import ApiError
+from .ranges import RangeFileResponse
 from .schemas import EXT, MEDIA_TYPE, Job
 from .store import valid_id
 
@@ -62,7 +61,7 @@ def stem_file(svc: Services, job: dict, stem: str) -> Path:
     return svc.store.out_dir(job["id"]) / f"{stem}.{EXT[job['options'].get('format', 'wav')]}"
 
 
-def download(svc: Services, job: dict, stem: str | None) -> FileResponse:
+def download(svc: Services, job: dict, stem: str | None) -> RangeFileResponse:
     """One stem (or the zip when stem is None) of a finished job, Range requests supported."""
     if job["state"] != "succeeded":
         raise ApiError(409, "not_ready", f"the job is {job['state']}, not succeeded", state=job["state"])
@@ -80,4 +79,4 @@ def download(svc: Services, job: dict, stem: str | None) -> FileResponse:
         raise ApiError(404, "not_found", "the result files are gone (expired or deleted)")
     # safe_name() leaves only [A-Za-z0-9._ -]: a plain quoted filename every client (curl -J too) reads
     headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return FileResponse(path, media_type=media, headers=headers)
+    return RangeFileResponse(path, media_type=media, headers=headers)

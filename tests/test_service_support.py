@@ -57,12 +57,13 @@ class Server:
         self.env.update({k: str(v) for k, v in env.items()})
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
+        self.preexec = None  # e.g. a resource.setrlimit call for the server process
 
     def start(self, wait_ready: bool = True) -> "Server":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self.preexec)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -17,7 +17,7 @@ router = APIRouter(tags=["service"])
 
 
 @open_router.get("/health", tags=["service"], summary="Liveness (no auth)")
-def health():
+async def health():  # async: answers even when the thread pool is busy
     return {"ok": True}
 
 
