@@ -234,7 +234,7 @@ def create_app(cfg: Config) -> FastAPI:
 
     async def submit(request: Request) -> tuple[dict, bool | None]:
         """Receive, fetch, probe and queue one job; returns (job row, wait preference or None)."""
-        if runner.state in ("missing_models", "error"):
+        if runner.state in ("missing_models", "gpu_unusable", "error"):
             raise ApiError(503, "models_missing" if runner.missing else "not_ready",
                            f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
         st = store()
@@ -353,7 +353,7 @@ def create_app(cfg: Config) -> FastAPI:
     def status():
         counts = store().counts()
         return Status(version=__version__, uptime_s=round(time.time() - state["started"], 1),
-                      device=runner.device_facts,
+                      device=runner.device_facts, degraded=runner.degraded,
                       pack={"kind": runner.pack_kind, "state": runner.state, "reason": runner.reason,
                             "missing": runner.missing},
                       queue=QueueState(queued=counts.get("queued", 0), running=counts.get("running", 0),
