@@ -142,7 +142,7 @@ def chain(published, tmp_path_factory):
         APP_SHA256=sha256(pub / f"app-{APP_VERSION}.tar.gz"),
         HOST="127.0.0.1", PORT=str(port),
         SPARK_PYTHON=sys.executable,  # the repo's venv: the test bundle has no torch
-        SPARK_DEVICE="cpu", SPARK_DEMO_PACK="0",
+        SPARK_DEVICE="cpu", SPARK_DEMO_PACK="0", RESTART_DELAY="1",
     )
     out = root / "chain.out"
     with open(out, "w") as f:
@@ -227,6 +227,48 @@ def test_second_run_does_nothing(chain):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "nothing to do: this machine is already ready" in r.stdout
     assert [q["path"] for q in srv.requests()] == ["/SHA256SUMS"]
+
+
+def test_corrupt_installed_model_is_fetched_again(chain):
+    models = chain["root"] / "models-cache"
+    onnx = models / "Kim_Vocal_2.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[200] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    r = run_script("demucsServe.sh", chain["env"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"model files missing or corrupt in {models}: Kim_Vocal_2.onnx" in r.stdout
+    assert sha256(onnx) == sha256(chain["published"]["pack"] / "Kim_Vocal_2.onnx")
+
+
+def _server_pid(pgid: int) -> int | None:
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.getpgid(int(d.name)) == pgid and \
+                    (d / "cmdline").read_bytes().split(b"\0")[-2:-1] == [b"server.py"]:
+                return int(d.name)
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def test_supervisor_restarts_a_killed_server(chain):
+    import httpx
+    first = _server_pid(chain["proc"].pid)
+    assert first, "no server.py in the chain's process group"
+    os.kill(first, signal.SIGKILL)
+    headers = {"Authorization": f"Bearer {chain['token_file'].read_text()}"}
+    deadline, ok = time.monotonic() + 120, False
+    while time.monotonic() < deadline and not ok:
+        time.sleep(1)
+        try:
+            ok = httpx.get(f"{chain['base']}/ready", headers=headers, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            pass
+    out = chain["out"].read_text()
+    assert ok, out
+    assert re.search(r"the server exited \(status \d+ after \d+s\); restart 1 in 1s", out), out
+    assert _server_pid(chain["proc"].pid) not in (None, first)
 
 
 def test_truncated_part_is_completed(published, tmp_path):
@@ -393,6 +435,9 @@ def test_vastai_template():
     m = re.search(r"https://\S+/(v\d+\.\d+\.\d+)/scripts/onStartupvastai\.sh", t["onstart"])
     assert m and f"APP_VERSION={m.group(1)}" in t["env"]
     assert t["onstart"].index("sha256sum -c") < t["onstart"].index("bash /root/onStartupvastai.sh")
+    if t["runtype"] in ("ssh", "jupyter"):  # the operator's way in stays (onStartupvastai.sh's KEEP_SSH default)
+        assert "KEEP_SSH=0" not in t["env"]
+    assert "SPARK_DEVICE=cuda" in t["env"]  # a GPU rental gets the GPU or a loud /ready 503, never a silent CPU
 
 
 def test_runpod_templates():
@@ -402,6 +447,7 @@ def test_runpod_templates():
     known = variables_read()
     assert all(k in known for k in t["env"]), [k for k in t["env"] if k not in known]
     assert t["env"]["MODELS_DIR"].startswith(t["volumeMountPath"] + "/")  # models persist on the volume
+    assert t["env"]["SPARK_DEVICE"] == "cuda"
     job = json.loads((REPO / "deploy/runpod/test_input.json").read_text())
     pytest.importorskip("runpod")
     sys.path.insert(0, str(HANDLER.parent))
