@@ -49,8 +49,8 @@ class GpuHost(gpu_check.Facts):
     unless `ort_log` says why not (written to fd 2 as the provider bridge does, then the real session runs on the
     CPU, which is what ONNX Runtime falls back to)."""
 
-    def __init__(self, count=1, ort_log=None, init_error=None, cuda="13.0"):
-        self.count, self.ort_log, self.init_error, self.cuda = count, ort_log, init_error, cuda
+    def __init__(self, count=1, ort_log=None, init_error=None, cuda="13.0", faulty=False):
+        self.count, self.ort_log, self.init_error, self.cuda, self.faulty = count, ort_log, init_error, cuda, faulty
 
     def nvidia_evidence(self):
         return [f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})" for i in range(self.count)]
@@ -67,7 +67,7 @@ class GpuHost(gpu_check.Facts):
         gen = torch.Generator().manual_seed(0)
         x, w = torch.randn(1, 2, 64, generator=gen), torch.randn(3, 2, 5, generator=gen)
         out = torch.nn.functional.conv1d(x, w)
-        return out, out
+        return (out + 1 if self.faulty else out), out
 
     def ort_providers(self):
         return [*super().ort_providers(), "CUDAExecutionProvider"]
@@ -142,6 +142,11 @@ def test_a_working_gpu_passes_and_cpu_probes_nothing():
         def __getattribute__(self, name):
             raise AssertionError(f"SPARK_DEVICE=cpu probed {name}")
     assert gpu_check.check("cpu", 0, Untouchable()).torch.device == "cpu"
+
+
+def test_a_gpu_that_computes_wrong_results_is_refused():
+    report = gpu_check.check("cuda", 0, GpuHost(faulty=True))
+    assert report.torch.problem == "wrong_result" and report.blocking
 
 
 @pytest.mark.parametrize("text, code", [
