@@ -89,7 +89,7 @@ class GpuReport:
     def as_dict(self) -> dict:
         return {"requested": self.requested, "gpu_id": self.gpu_id, "torch": asdict(self.torch),
                 "onnxruntime": asdict(self.onnxruntime), "nvidia_device": bool(self.nvidia),
-                "degraded": self.degraded is not None}
+                "degraded": self.degraded}
 
 
 def _summary(name: str, c: RuntimeCheck) -> str:

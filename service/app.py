@@ -234,7 +234,7 @@ def create_app(cfg: Config) -> FastAPI:
 
     async def submit(request: Request) -> tuple[dict, bool | None]:
         """Receive, fetch, probe and queue one job; returns (job row, wait preference or None)."""
-        if runner.state in ("missing_models", "gpu_unusable", "error"):
+        if runner.state in ("missing_models", "error"):
             raise ApiError(503, "models_missing" if runner.missing else "not_ready",
                            f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
         st = store()

@@ -53,7 +53,7 @@ class Runner:
         self.device_pref = device
         self.gpu_id = gpu_id
         self.large_gpu = large_gpu
-        self.state = "loading"  # loading | ready | missing_models | gpu_unusable | error
+        self.state = "loading"  # loading | ready | missing_models | error
         self.reason = "loading"
         self.missing: list[str] = []
         self.pack_kind: str | None = None
@@ -73,8 +73,8 @@ class Runner:
             from mvsep import Separator, gpu_check
             report = gpu_check.check(self.device_pref, self.gpu_id)
             self.device_facts = _device_facts("cpu", self.gpu_id, report)
-            if report.blocking:
-                self.state, self.reason = "gpu_unusable", "gpu_unusable: " + report.blocking
+            if report.blocking:  # state "error": submit and the worker already refuse / fail jobs on it
+                self.state, self.reason = "error", "gpu_unusable: " + report.blocking
                 return
             sep = Separator(model_dir=self.models_dir, device=self.device_pref, gpu_id=self.gpu_id,
                             large_gpu=self.large_gpu, allow_demo=self.allow_demo)
