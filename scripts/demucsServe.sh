@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready to serve: a supported Python with the pinned wheels in a venv, and the verified model
-# pack unpacked where the engine (and demucs) look. Idempotent: a second run on a ready machine does nothing.
+# pack unpacked where the engine (and demucs) look. Idempotent: a second run on a ready machine does nothing but
+# check the installed pack against its SHA256SUMS (cached by size+mtime+inode), fetching it again when damaged.
 #
 # From BASE_URL it takes (all checked against BASE_URL/SHA256SUMS):
 #   packages_compatibles.zip, packages_python{VER}.zip   wheels, installed in one offline resolver run
@@ -41,9 +42,22 @@ init_log
 mkdir -p "$DOWNLOAD_DIR" "$STATE_DIR"
 manifest="$DOWNLOAD_DIR/$MANIFEST_NAME"
 
+# pack_intact: every file of the installed pack's SHA256SUMS is there and matches (hashing only the files whose
+# size, mtime or inode changed since they were last verified); names the bad ones.
+pack_intact() {
+    local bad
+    mapfile -t bad < <(verify_pack "$MODELS_DIR")
+    [ "${#bad[@]}" -eq 0 ] && return 0
+    log "model files missing or corrupt in $MODELS_DIR: ${bad[*]}"
+    return 1
+}
+
 # ---- the manifest: what is published now --------------------------------------------------------------------
 if [ -z "$BASE_URL" ] || ! fetch "$BASE_URL/$MANIFEST_NAME" "$manifest.new"; then
     if [ -f "$READY_MARK" ] && [ "$FORCE" != 1 ]; then
+        if [ "$SKIP_MODELS" != 1 ] && [ -f "$MODELS_MARK" ] && ! pack_intact; then
+            die "the installed model pack is damaged and the manifest is unavailable (BASE_URL='${BASE_URL}') to fetch it again"
+        fi
         log "manifest unavailable (BASE_URL='${BASE_URL}'); keeping the installed state: already ready"
         exit 0
     fi
@@ -89,6 +103,21 @@ fi
 log "using Python $PYVER ($PY)"
 
 # ---- wheels -------------------------------------------------------------------------------------------------
+# Debian and Ubuntu ship venv/ensurepip in a separate package: install it when root, else say which one.
+ensure_venv_module() {
+    "$PY" -c 'import ensurepip, venv' 2>/dev/null && return 0
+    log "$PY has no venv/ensurepip module"
+    if [ "$PYTHON_INSTALL" = auto ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing python$PYVER-venv with apt-get"
+        apt-get update -qq || log "warning: apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python$PYVER-venv" \
+            || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+            || die "cannot install python$PYVER-venv (or python3-venv) with apt-get"
+        "$PY" -c 'import ensurepip, venv' 2>/dev/null && return 0
+        die "python$PYVER-venv is installed but $PY still has no venv/ensurepip module"
+    fi
+    die "$PY has no venv module: install python$PYVER-venv (as root: apt-get install python$PYVER-venv) or set PYTHON"
+}
 install_wheels() {
     local compat="packages_compatibles.zip" own="packages_python$PYVER.zip" key w
     key="python=$PYVER $(manifest_hash "$manifest" "$compat") $(manifest_hash "$manifest" "$own")"
@@ -111,6 +140,7 @@ install_wheels() {
         rm -rf "$VENV_DIR"
     fi
     if [ ! -x "$VENV_DIR/bin/python" ]; then
+        ensure_venv_module
         "$PY" -m venv "$VENV_DIR" || die "cannot create a venv with $PY (on Debian/Ubuntu: apt-get install python$PYVER-venv)"
     fi
     log "installing $(grep -c . "$req") pinned packages offline into $VENV_DIR"
@@ -130,9 +160,13 @@ install_models() {
     [ "${#parts[@]}" -gt 0 ] || die "the manifest lists no models_part_* files"
     key=$(for name in "${parts[@]}" models.zip; do echo "$name $(manifest_hash "$manifest" "$name")"; done)
     if [ "$FORCE" != 1 ] && [ -f "$MODELS_MARK" ] && [ "$(cat "$MODELS_MARK")" = "$key" ]; then
-        log "model pack already installed in $MODELS_DIR"
-        link_models
-        return 0
+        if pack_intact; then
+            log "model pack already installed in $MODELS_DIR (every file verified)"
+            link_models
+            return 0
+        fi
+        log "fetching the model pack again to replace them"
+        rm -f "$MODELS_MARK"
     fi
     for name in "${parts[@]}"; do get_verified "$BASE_URL" "$manifest" "$DOWNLOAD_DIR" "$name"; done
     log "reassembling the model archive from ${#parts[@]} parts"
@@ -153,12 +187,13 @@ install_models() {
     if [ -f "$staging/SHA256SUMS" ]; then
         (cd "$staging" && sha256sum --quiet -c SHA256SUMS) || { rm -rf "$staging"; die "the unpacked model files do not match the pack's SHA256SUMS"; }
     fi
-    rm -f "$MODELS_MARK"
+    rm -f "$MODELS_MARK" "$MODELS_DIR/$PACK_CACHE_NAME"
     for f in "$staging"/*; do
         [ "$(basename "$f")" = SHA256SUMS ] || mv -f "$f" "$MODELS_DIR/"
     done
     [ ! -f "$staging/SHA256SUMS" ] || mv -f "$staging/SHA256SUMS" "$MODELS_DIR/SHA256SUMS"
     rmdir "$staging"
+    remember_verified "$MODELS_DIR"   # just checked in staging: the next start need not hash them again
     printf '%s\n' "$key" >"$MODELS_MARK"
     log "model pack installed in $MODELS_DIR ($(find "$MODELS_DIR" -maxdepth 1 -type f ! -name '.*' | wc -l) files)"
     if [ "$KEEP_DOWNLOADS" != 1 ]; then

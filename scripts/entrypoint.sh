@@ -31,6 +31,7 @@ DOWNLOAD_DIR="${DOWNLOAD_DIR:-${SPARK_ROOT}/var/cache/spark/downloads}"
 HOST="${HOST:-0.0.0.0}"
 PORT="${PORT:-8185}"
 export SPARK_ROOT LOG_FILE APP_DIR VENV_DIR MODELS_DIR DOWNLOAD_DIR
+export PYTHONUNBUFFERED=1   # the server's log lines arrive as they are written
 
 log() {
     local line

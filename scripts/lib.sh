@@ -8,6 +8,7 @@
 SPARK_ROOT="${SPARK_ROOT:-}"
 LOG_FILE="${LOG_FILE-${SPARK_ROOT}/var/log/spark/boot.log}"
 SCRIPT_NAME="${SCRIPT_NAME:-$(basename "$0")}"
+export PYTHONUNBUFFERED=1   # the server and pip log as they go, not when a buffer fills
 DOWNLOAD_ATTEMPTS="${DOWNLOAD_ATTEMPTS:-5}"   # transfer attempts per file (each resumes the last one)
 VERIFY_ATTEMPTS="${VERIFY_ATTEMPTS:-3}"       # full downloads per file before a checksum mismatch is fatal
 RETRY_DELAY="${RETRY_DELAY:-2}"               # seconds, doubled after each failed attempt
@@ -95,4 +96,38 @@ get_verified() {
         fetch "$base/$name" "$dir/$name" || die "cannot download $name from $base"
         downloads=$((downloads + 1))
     done
+}
+
+# ---- the installed model pack, checked against its own SHA256SUMS at every start -----------------------------
+# DIR/.spark-verified caches "sha size mtime inode name" per file verified earlier: a file whose size, mtime and
+# inode are unchanged is not hashed again (a start stays fast on a multi-GB pack); any write or replacement
+# changes one of them and the file is hashed.
+PACK_CACHE_NAME=.spark-verified
+
+file_stamp() { stat -c '%s %Y %i' "$1" 2>/dev/null; }
+
+# verify_pack DIR: print the names in DIR/SHA256SUMS that are missing or do not match, and rewrite the cache
+# with the ones that do. No SHA256SUMS: nothing to check.
+verify_pack() {
+    local dir=$1 cache="$1/$PACK_CACHE_NAME" want name stamp got new
+    [ -f "$dir/SHA256SUMS" ] || return 0
+    new=$(mktemp "$cache.XXXXXX")
+    while read -r want name; do
+        name=${name#\*}
+        [ -n "$name" ] || continue
+        if ! stamp=$(file_stamp "$dir/$name"); then echo "$name"; continue; fi
+        if grep -qxF "$want $stamp $name" "$cache" 2>/dev/null; then got=$want; else got=$(sha256_of "$dir/$name"); fi
+        if [ "$got" = "$want" ]; then echo "$want $stamp $name" >>"$new"; else echo "$name"; fi
+    done <"$dir/SHA256SUMS"
+    mv -f "$new" "$cache"
+}
+
+# remember_verified DIR: cache every file of DIR/SHA256SUMS as verified without hashing (just checked elsewhere).
+remember_verified() {
+    local dir=$1 want name stamp
+    [ -f "$dir/SHA256SUMS" ] || return 0
+    while read -r want name; do
+        name=${name#\*}
+        stamp=$(file_stamp "$dir/$name") && echo "$want $stamp $name"
+    done <"$dir/SHA256SUMS" >"$dir/$PACK_CACHE_NAME"
 }

@@ -6,9 +6,16 @@
 #   APP_VERSION        the release tag (required unless ENTRYPOINT_URL is given); never a branch
 #   ENTRYPOINT_URL     [https://raw.githubusercontent.com/$APP_REPO/$APP_VERSION/scripts/entrypoint.sh]
 #   ENTRYPOINT_SHA256  required: the sha256 of that entrypoint.sh (published with the release)
-#   KEEP_SSH=1         keep the SSH server. By default it is stopped and removed, as the original did: the box
-#                      then only exposes the service port (use the provider's console to get in)
+#   KEEP_SSH           1: keep the SSH server; 0: stop and remove it (the box then only exposes the service port).
+#                      Unset: kept when the instance was launched for SSH (Vast.ai's ssh/jupyter launch modes map
+#                      port 22, which sets VAST_TCP_PORT_22; or SSH_CONNECTION is set; or root has authorized_keys),
+#                      removed otherwise (entrypoint/args launch), so an ssh-type template never locks its operator out
 #   LOG_FILE           [/var/log/spark/boot.log]; the whole chain appends to it
+#   SUPERVISE          [1] run entrypoint.sh (and so the server) under a loop that starts it again when it exits:
+#                      after RESTART_DELAY [5] s, doubled after each quick exit up to RESTART_DELAY_MAX [300] s,
+#                      back to RESTART_DELAY once a run lasted RESTART_RESET_S [600] s. MAX_RESTARTS [unlimited].
+#                      LOG_FILE is rotated (copy + truncate, LOG_KEEP [3] old copies) past LOG_MAX_BYTES [50 MB],
+#                      checked before each start and every LOG_CHECK_S [60] s. SIGTERM/SIGINT stop the server and it.
 # Everything else (BASE_URL, MODELS_DIR, HOST, PORT, SPARK_API_TOKEN, ...) passes through to entrypoint.sh.
 # Standalone on purpose: it is downloaded alone, so it cannot source scripts/lib.sh.
 set -euo pipefail
@@ -20,8 +27,16 @@ APP_VERSION="${APP_VERSION:-}"
 ENTRYPOINT_URL="${ENTRYPOINT_URL:-${APP_VERSION:+https://raw.githubusercontent.com/$APP_REPO/$APP_VERSION/scripts/entrypoint.sh}}"
 ENTRYPOINT_SHA256="${ENTRYPOINT_SHA256:-}"
 BOOT_DIR="${BOOT_DIR:-${SPARK_ROOT}/opt/spark/boot}"
-KEEP_SSH="${KEEP_SSH:-0}"
+SUPERVISE="${SUPERVISE:-1}"
+RESTART_DELAY="${RESTART_DELAY:-5}"
+RESTART_DELAY_MAX="${RESTART_DELAY_MAX:-300}"
+RESTART_RESET_S="${RESTART_RESET_S:-600}"
+MAX_RESTARTS="${MAX_RESTARTS:-}"
+LOG_MAX_BYTES="${LOG_MAX_BYTES:-52428800}"
+LOG_KEEP="${LOG_KEEP:-3}"
+LOG_CHECK_S="${LOG_CHECK_S:-60}"
 export SPARK_ROOT LOG_FILE APP_VERSION APP_REPO
+export PYTHONUNBUFFERED=1   # the server's log lines arrive as they are written
 
 log() {
     local line
@@ -42,6 +57,16 @@ log "on-start: app ${APP_VERSION:-?}, log in ${LOG_FILE:-stdout only}"
 [[ $ENTRYPOINT_SHA256 =~ ^[0-9a-f]{64}$ ]] || die "ENTRYPOINT_SHA256 must be the 64-hex sha256 of entrypoint.sh ${APP_VERSION}"
 
 # ---- SSH ----------------------------------------------------------------------------------------------------
+ssh_launch() {  # why this instance was launched for SSH access (empty: it was not)
+    if [ -n "${VAST_TCP_PORT_22:-}" ]; then echo "port 22 is mapped (VAST_TCP_PORT_22: ssh/jupyter launch mode)"
+    elif [ -n "${SSH_CONNECTION:-}" ]; then echo "started from an SSH session"
+    elif [ -s "${SPARK_ROOT}/root/.ssh/authorized_keys" ]; then echo "root has SSH authorized_keys"
+    fi
+}
+if [ -z "${KEEP_SSH:-}" ]; then
+    why=$(ssh_launch)
+    if [ -n "$why" ]; then KEEP_SSH=1; log "KEEP_SSH unset and $why: keeping the SSH server"; else KEEP_SSH=0; fi
+fi
 if [ "$KEEP_SSH" = 1 ]; then
     log "KEEP_SSH=1: leaving the SSH server alone"
 else
@@ -80,4 +105,51 @@ fi
 mv -f "$ep.new" "$ep"
 chmod 0755 "$ep"
 log "entrypoint.sh verified; running it"
-exec bash "$ep"
+[ "$SUPERVISE" = 1 ] || exec bash "$ep"
+
+# ---- supervisor: start entrypoint.sh (and so the server) again whenever it exits ----------------------------
+rotate_log() {  # copy + truncate: the running server's tee keeps appending to the same (now empty) file
+    local i
+    [ -n "$LOG_FILE" ] && [ -f "$LOG_FILE" ] || return 0
+    [ "$(stat -c %s "$LOG_FILE")" -gt "$LOG_MAX_BYTES" ] || return 0
+    for ((i = LOG_KEEP - 1; i >= 1; i--)); do
+        if [ -f "$LOG_FILE.$i" ]; then mv -f "$LOG_FILE.$i" "$LOG_FILE.$((i + 1))"; fi
+    done
+    cp "$LOG_FILE" "$LOG_FILE.1" && : >"$LOG_FILE"
+    log "rotated $LOG_FILE (over $LOG_MAX_BYTES bytes; $LOG_KEEP old copies kept)"
+}
+child="" stopping=0
+on_signal() {
+    stopping=1
+    log "stopping: sending SIGTERM to the server"
+    if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; fi
+}
+trap on_signal TERM INT
+delay=$RESTART_DELAY restarts=0
+while :; do
+    rotate_log
+    started=$SECONDS
+    bash "$ep" &
+    child=$!
+    (while sleep "$LOG_CHECK_S"; do rotate_log; done) &
+    rotator=$!
+    rc=0
+    wait "$child" || rc=$?
+    while kill -0 "$child" 2>/dev/null; do rc=0; wait "$child" || rc=$?; done  # a signal interrupted wait
+    kill "$rotator" 2>/dev/null || true
+    wait "$rotator" 2>/dev/null || true
+    child=""
+    [ "$stopping" = 1 ] && { log "server stopped (exit $rc)"; exit 0; }
+    ran=$((SECONDS - started))
+    if [ -n "$MAX_RESTARTS" ] && [ "$restarts" -ge "$MAX_RESTARTS" ]; then
+        log "the server exited (status $rc after ${ran}s); MAX_RESTARTS=$MAX_RESTARTS restarts used, giving up"
+        exit "$rc"
+    fi
+    [ "$ran" -ge "$RESTART_RESET_S" ] && delay=$RESTART_DELAY
+    restarts=$((restarts + 1))
+    log "the server exited (status $rc after ${ran}s); restart $restarts in ${delay}s"
+    sleep "$delay" &
+    wait $! 2>/dev/null || true
+    [ "$stopping" = 1 ] && exit 0
+    delay=$((delay * 2 > RESTART_DELAY_MAX ? RESTART_DELAY_MAX : delay * 2))
+done

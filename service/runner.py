@@ -61,6 +61,7 @@ class Runner:
         self.pack_kind: str | None = None
         self.device = "cpu"
         self.device_facts: dict = {"type": "cpu"}
+        self.degraded: str | None = None  # why an `auto` service on a GPU machine runs (partly) on the CPU
         self._sep = None
         self._thread: threading.Thread | None = None
 
@@ -71,10 +72,16 @@ class Runner:
 
     def _load(self) -> None:
         try:
-            from mvsep import Separator
+            from mvsep import Separator, gpu_check
+            report = gpu_check.check(self.device_pref, self.gpu_id)
+            self.device_facts = _device_facts("cpu", self.gpu_id, report)
+            if report.blocking:  # state "error": submit and the worker already refuse / fail jobs on it
+                self.state, self.reason = "error", "gpu_unusable: " + report.blocking
+                return
             sep = Separator(model_dir=self.models_dir, device=self.device_pref, gpu_id=self.gpu_id,
                             large_gpu=self.large_gpu, allow_demo=self.allow_demo)
-            self.device, self.device_facts = sep.device, _device_facts(sep.device, self.gpu_id)
+            self.device, self.device_facts = sep.device, _device_facts(sep.device, self.gpu_id, report)
+            self.degraded = report.degraded
             self.pack_kind = sep.pack.kind
             opts = self.make_options({})
             missing = list(sep.missing(opts))
@@ -164,10 +171,15 @@ class Runner:
         return {k: Path(v) for k, v in res.stems.items()}, dict(res.timings or {})
 
 
-def _device_facts(device: str, gpu_id: int) -> dict:
+def _device_facts(device: str, gpu_id: int, report) -> dict:
+    """/status's device: the engine's device, then what torch and onnxruntime each really use (and why not)."""
     import torch
-    if device != "cuda":
-        return {"type": "cpu", "threads": torch.get_num_threads()}
-    props = torch.cuda.get_device_properties(gpu_id)
-    return {"type": "cuda", "gpu_id": gpu_id, "name": props.name,
-            "memory_gb": round(props.total_memory / 2**30, 1)}
+    checks = report.as_dict()
+    if device != "cuda":  # the engine puts both runtimes on the CPU, whatever the self-test found
+        checks["torch"]["device"] = checks["onnxruntime"]["device"] = "cpu"
+        facts = {"type": "cpu", "threads": torch.get_num_threads()}
+    else:
+        props = torch.cuda.get_device_properties(gpu_id)
+        facts = {"type": "cuda", "gpu_id": gpu_id, "name": props.name,
+                 "memory_gb": round(props.total_memory / 2**30, 1)}
+    return {**facts, **checks}

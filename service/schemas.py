@@ -153,6 +153,7 @@ class Status(BaseModel):
     queue: QueueState
     jobs: dict[str, int]
     limits: dict
+    degraded: str | None = Field(None, description="set when a GPU machine runs (partly) on the CPU: why")
 
 
 class ErrorBody(BaseModel):

@@ -49,3 +49,15 @@ def test_half_precision_runs(random_pack):
     sep = Separator(random_pack, device="cuda", half=True)
     out = sep.separate_array(noise(3 * SR), SR, Options(only_vocals=True, shifts=0))
     assert np.isfinite(out["vocals"]).all()
+
+
+def test_self_test_passes_on_the_real_gpu_and_refuses_an_absent_one():
+    from mvsep import gpu_check
+    last = torch.cuda.device_count() - 1
+    report = gpu_check.check("cuda", last)
+    assert report.gpu_ok, report.as_dict()
+    assert report.torch.device == report.onnxruntime.device == f"cuda:{last}"
+    assert report.nvidia  # /proc/driver/nvidia/version, /dev/nvidia0 or nvidia-smi -L
+    absent = gpu_check.check("cuda", last + 1)
+    assert absent.torch.problem == absent.onnxruntime.problem == "device_out_of_range"
+    assert absent.blocking

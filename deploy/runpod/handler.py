@@ -1,51 +1,66 @@
 """RunPod serverless worker: the same engine as the HTTP service, one job per request, so a queue of jobs spreads
 over as many GPU workers as the endpoint allows.
 
+At start (before the first job) it runs the GPU self-test (`SPARK_DEVICE=cuda`: no GPU, no worker), loads the
+model pack and warms the models of the default job, so the first job pays no loading time.
+
 Job input (see test_input.json):
-    url          http(s) URL of the media (a signed storage URL, typically); required
+    url          http(s) URL of the media (a signed storage URL, typically); required. Fetched with the HTTP
+                 service's own guard (`service.inputs.fetch_url`: redirects re-checked, pinned to the checked
+                 address, non-global addresses refused unless SPARK_ALLOW_PRIVATE_URLS=1)
     stems        "vocals,instrumental" (default), "all", or any comma list of vocals, instrumental, drums, bass,
                  other, instrumental2
     format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1
                  as in the HTTP API
-    upload       optional {stem: presigned PUT URL}: each stem is PUT there. Stems without one come back inline
-                 (base64), up to RUNPOD_INLINE_MAX_MB (default 15) in all.
-Output: {"stems": {stem: {"bytes", "sha256", "filename", and "uploaded": true or "base64"}}, "info", "timings"}.
-Errors come back as {"error": "..."} (RunPod marks the job failed).
+    upload       optional {stem: presigned PUT URL}: that stem is PUT there (same guard as `url`)
+Where each stem goes: its `upload` URL if given; else RunPod's bucket upload when BUCKET_ENDPOINT_URL is set
+(with BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY; bucket BUCKET_NAME or the runpod SDK's default "%m-%y"; key
+"<job id>/<file>"; a presigned GET URL valid 7 days comes back); else inline in base64, up to RUNPOD_INLINE_MAX_MB
+(9) of base64 in all, so the answer fits RunPod's 10 MB /run payload (20 MB /runsync).
+Output: {"stems": {stem: {"bytes", "sha256", "filename", and "uploaded": "put" | "bucket" (+ "url") or "base64"}},
+"info", "timings"}. Errors come back as {"error": "..."} (RunPod marks the job failed).
+Progress: `runpod.serverless.progress_update` with {"stage", "progress"} (at most every RUNPOD_PROGRESS_S, 5 s).
 
 Environment: SPARK_MODELS_DIR (default: where the engine looks), SPARK_DEVICE (auto), SPARK_GPU_ID (0),
-SPARK_MAX_UPLOAD_MB (2048, the input size cap), SPARK_URL_TIMEOUT_S (600), SPARK_ALLOW_PRIVATE_URLS=1 (allow
-loopback/private input and upload hosts: local tests only).
-Local test: `python handler.py` in a dir with test_input.json, or `python handler.py --test_input '{...}'`.
+SPARK_MAX_UPLOAD_MB (2048, the input size cap), SPARK_URL_TIMEOUT_S (600), SPARK_ALLOW_PRIVATE_URLS=1.
+Local test (docs/deploy.md): `SPARK_ALLOW_PRIVATE_URLS=1 python handler.py` in this dir runs test_input.json.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import ipaddress
+import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
+import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from deploy/runpod/
     sys.path.insert(0, str(REPO))
 
+import httpx  # noqa: E402
 import runpod  # noqa: E402
 
-from mvsep import Options, Separator  # noqa: E402
+from mvsep import Options, Separator, gpu_check  # noqa: E402
 from mvsep.errors import InputError, ModelPackError, NotInPackError, OptionError  # noqa: E402
+from service import inputs  # noqa: E402
+from service.errors import ApiError  # noqa: E402
+
+log = logging.getLogger("spark.runpod")
 
 ALL_STEMS = ("vocals", "instrumental", "drums", "bass", "other", "instrumental2")
 FOUR_STEM_ONLY = {"drums", "bass", "other", "instrumental2"}
 OPTION_FIELDS = {"overlap_large": float, "overlap_small": float, "chunk_size": int, "shifts": int,
                  "single_onnx": bool, "use_kim_model_1": bool, "mono": bool}
 KNOWN = {"url", "stems", "format", "sample_rate", "upload", *OPTION_FIELDS}
+MB = 1 << 20
 CHUNK = 1 << 20
+BUCKET_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 
 _separator: Separator | None = None
 
@@ -58,33 +73,47 @@ def env_num(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
-def separator() -> Separator:
-    """One engine per worker, kept warm across jobs (models stay resident)."""
+def allow_private() -> bool:
+    return os.environ.get("SPARK_ALLOW_PRIVATE_URLS") == "1"
+
+
+# ---- start-up --------------------------------------------------------------------------------------------------
+def start_engine() -> Separator:
+    """GPU self-test, pack, warm models; raises SystemExit with the reason when the worker cannot serve."""
     global _separator
-    if _separator is None:
-        _separator = Separator(model_dir=os.environ.get("SPARK_MODELS_DIR") or None,
-                               device=os.environ.get("SPARK_DEVICE") or "auto",
-                               gpu_id=int(os.environ.get("SPARK_GPU_ID") or 0))
-    return _separator
-
-
-def check_url(url: str, what: str) -> None:
-    """http(s) only; no loopback/private/link-local hosts unless the operator allows them."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JobError(f"{what}: only http(s) URLs are accepted")
-    if os.environ.get("SPARK_ALLOW_PRIVATE_URLS") == "1":
-        return
+    device = os.environ.get("SPARK_DEVICE") or "auto"
+    gpu_id = int(os.environ.get("SPARK_GPU_ID") or 0)
+    report = gpu_check.check(device, gpu_id)
+    if report.blocking:
+        raise SystemExit(f"not starting: SPARK_DEVICE=cuda and {report.blocking}")
+    bucket_config()  # a half-configured bucket fails here, not after the first separation
+    started = time.monotonic()
     try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
-    except socket.gaierror as e:
-        raise JobError(f"{what}: cannot resolve {parts.hostname}") from e
-    for a in addrs:
-        ip = ipaddress.ip_address(a.split("%")[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-            raise JobError(f"{what}: {parts.hostname} is a private or local address")
+        sep = Separator(model_dir=os.environ.get("SPARK_MODELS_DIR") or None, device=device, gpu_id=gpu_id)
+        opts = Options(only_vocals=True).validate()  # the default job: vocals,instrumental
+        if sep.missing(opts):
+            raise ModelPackError("model files missing", sep.missing(opts))
+        sep.warm(opts)
+    except ModelPackError as e:
+        raise SystemExit(f"not starting: the model pack is not usable: {e} {list(e.missing)}") from None
+    log.info("models of the default job warm on %s in %.1f s (pack %s, %s)", sep.device, time.monotonic() - started,
+             sep.pack.dir, sep.pack.kind)
+    _separator = sep
+    return sep
 
 
+def bucket_config() -> dict | None:
+    """RunPod's bucket convention (the runpod SDK's rp_upload): all three variables or none."""
+    values = {k: os.environ.get(k) or "" for k in BUCKET_VARS}
+    if not values["BUCKET_ENDPOINT_URL"]:
+        return None
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        raise SystemExit(f"BUCKET_ENDPOINT_URL is set but {', '.join(missing)} is not")
+    return values
+
+
+# ---- input -----------------------------------------------------------------------------------------------------
 def parse_options(inp: dict) -> tuple[Options, list[str]]:
     unknown = sorted(set(inp) - KNOWN)
     if unknown:
@@ -112,33 +141,66 @@ def parse_options(inp: dict) -> tuple[Options, list[str]]:
         raise JobError(str(e)) from e
 
 
-def download(url: str, dest: Path) -> None:
-    limit = int(env_num("SPARK_MAX_UPLOAD_MB", 2048) * CHUNK)
-    req = urllib.request.Request(url, headers={"User-Agent": "spark-separation-runpod"})
-    try:
-        with urllib.request.urlopen(req, timeout=env_num("SPARK_URL_TIMEOUT_S", 600)) as r, open(dest, "wb") as f:
-            size = 0
-            while block := r.read(CHUNK):
-                size += len(block)
-                if size > limit:
-                    raise JobError(f"url: the input is larger than {limit // CHUNK} MB")
-                f.write(block)
-    except OSError as e:  # urllib's HTTP and network errors
-        raise JobError(f"url: cannot download the input ({e})") from e
+def parse_uploads(inp: dict, stems: list[str]) -> dict[str, str]:
+    uploads = inp.get("upload") or {}
+    if not isinstance(uploads, dict):
+        raise JobError("upload: must map stem names to URLs")
+    for stem, target in uploads.items():
+        if stem not in stems:
+            raise JobError(f"upload.{stem}: not one of the requested stems")
+        try:
+            inputs._check_url(str(target))  # scheme and form now; the address when it is used
+        except ApiError as e:
+            raise JobError(f"upload.{stem}: {e.message.removeprefix('url: ')}") from None
+    return {k: str(v) for k, v in uploads.items()}
 
 
-def upload(path: Path, url: str) -> None:
-    req = urllib.request.Request(url, data=open(path, "rb"), method="PUT",
-                                 headers={"Content-Length": str(path.stat().st_size),
-                                          "Content-Type": "application/octet-stream"})
-    try:
-        with urllib.request.urlopen(req, timeout=env_num("SPARK_URL_TIMEOUT_S", 600)) as r:
-            if r.status >= 300:
-                raise JobError(f"upload: HTTP {r.status}")
-    except OSError as e:
-        raise JobError(f"upload: cannot PUT the stem ({e})") from e
-    finally:
-        req.data.close()
+# ---- output ----------------------------------------------------------------------------------------------------
+async def put_stem(path: Path, url: str, what: str) -> None:
+    """PUT a file to a presigned URL through the service's URL guard (the checked address, no redirects)."""
+    scheme, host, port, target = inputs._check_url(url)
+    ip = await inputs._resolve(host, port, allow_private())
+    ip_host = f"[{ip}]" if ":" in ip else ip
+    size = path.stat().st_size
+
+    async def body():
+        with open(path, "rb") as fh:
+            while block := await asyncio.to_thread(fh.read, CHUNK):
+                yield block
+
+    headers = {"Host": host if port in (80, 443) else f"{host}:{port}", "Content-Length": str(size),
+               "Content-Type": "application/octet-stream"}
+    timeout = httpx.Timeout(env_num("SPARK_URL_TIMEOUT_S", 600))
+    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False) as client:
+        request = client.build_request("PUT", f"{scheme}://{ip_host}:{port}{target}", headers=headers,
+                                       content=body(), extensions={"sni_hostname": host})
+        try:
+            response = await client.send(request)
+        except httpx.HTTPError as e:
+            raise JobError(f"{what}: the upload failed ({type(e).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise JobError(f"{what}: the upload target answered HTTP {response.status_code}")
+
+
+def bucket_upload(path: Path, job_id: str, cfg: dict) -> str:
+    """Upload to RunPod's bucket (BUCKET_* variables, as the runpod SDK's rp_upload) and return a presigned GET
+    URL. boto3 directly, with large parts: the SDK's 25 kB parts would exceed S3's 10,000-part limit on a long
+    WAV stem."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+    from runpod.serverless.utils.rp_upload import extract_region_from_url
+
+    endpoint = cfg["BUCKET_ENDPOINT_URL"]
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=cfg["BUCKET_ACCESS_KEY_ID"],
+        aws_secret_access_key=cfg["BUCKET_SECRET_ACCESS_KEY"], region_name=extract_region_from_url(endpoint),
+        config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}))
+    bucket = os.environ.get("BUCKET_NAME") or time.strftime("%m-%y")  # the SDK's default bucket name
+    key = f"{job_id}/{path.name}"
+    client.upload_file(str(path), bucket, key, Config=TransferConfig(multipart_threshold=64 * MB,
+                                                                    multipart_chunksize=64 * MB))
+    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=604800)
 
 
 def sha256(path: Path) -> str:
@@ -149,50 +211,88 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def handler(job: dict) -> dict:
+class Progress:
+    """RunPod progress updates, at most every RUNPOD_PROGRESS_S and at each new stage. Only on RunPod (or where a
+    webhook is configured): the local test mode has nowhere to send them."""
+
+    def __init__(self, job: dict):
+        self.job, self.every = job, env_num("RUNPOD_PROGRESS_S", 5)
+        self.enabled = bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"))
+        self.last, self.stage = 0.0, None
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or (stage == self.stage and now - self.last < self.every):
+            return
+        self.last, self.stage = now, stage
+        runpod.serverless.progress_update(self.job, {"stage": stage, "progress": round(float(fraction), 3)})
+
+
+# ---- the job ---------------------------------------------------------------------------------------------------
+async def handler(job: dict) -> dict:
     inp = job.get("input") or {}
     work = Path(tempfile.mkdtemp(prefix="spark-runpod-"))
+    progress = Progress(job)
     try:
         url = inp.get("url")
-        if not url:
+        if not url or not isinstance(url, str):
             raise JobError("url: required")
-        check_url(str(url), "url")
-        uploads = inp.get("upload") or {}
-        if not isinstance(uploads, dict):
-            raise JobError("upload: must map stem names to URLs")
-        for stem, target in uploads.items():
-            check_url(str(target), f"upload.{stem}")
         opts, stems = parse_options(inp)
-        name = Path(urllib.parse.urlsplit(url).path).name or "input"
+        uploads = parse_uploads(inp, stems)
+        bucket = bucket_config()
+        progress(0.0, "download")
         src = work / "input"
-        download(str(url), src)
-        if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):  # only on RunPod; the local test mode has no webhook
-            runpod.serverless.progress_update(job, "separating")
-        res = separator().separate_file(src, work / "out", opts, name=Path(name).stem)
-        out, inline = {}, 0
-        for stem in stems:
-            path = Path(res.stems[stem])
-            entry = {"filename": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
-            if stem in uploads:
-                upload(path, str(uploads[stem]))
-                entry["uploaded"] = True
-            else:
-                inline += entry["bytes"]
-                if inline > env_num("RUNPOD_INLINE_MAX_MB", 15) * CHUNK:
-                    raise JobError("the stems are too large to return inline: pass upload URLs")
-                entry["base64"] = base64.b64encode(path.read_bytes()).decode()
-            out[stem] = entry
-        info = res.info
-        return {"stems": out, "timings": res.timings,
-                "info": {"sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames,
-                         "duration": info.duration}}
+        await inputs.fetch_url(url, src, int(env_num("SPARK_MAX_UPLOAD_MB", 2048) * MB),
+                               env_num("SPARK_URL_TIMEOUT_S", 600), allow_private())
+        name = Path(urllib.parse.urlsplit(url).path).stem or "input"
+        sep = _separator or start_engine()
+        res = await asyncio.to_thread(sep.separate_file, src, work / "out", opts, progress=progress, name=name)
+        return {"stems": await deliver(res, stems, uploads, bucket, job, progress), "timings": res.timings,
+                "info": {"sample_rate": res.info.sample_rate, "channels": res.info.channels,
+                         "frames": res.info.frames, "duration": res.info.duration}}
     except (JobError, InputError, NotInPackError) as e:
         return {"error": str(e)}
+    except ApiError as e:  # the URL guard and fetch: messages meant for the caller
+        return {"error": e.message}
     except ModelPackError as e:
         return {"error": f"model pack not ready: {e}"}
+    except Exception as e:  # a bug or a broken machine: the trace goes to the worker's log only
+        log.exception("job %s failed", job.get("id"))
+        return {"error": f"internal error ({type(e).__name__}); see the worker log"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+async def deliver(res, stems: list[str], uploads: dict, bucket: dict | None, job: dict, progress) -> dict:
+    cap_mb = env_num("RUNPOD_INLINE_MAX_MB", 9)
+    paths = {stem: Path(res.stems[stem]) for stem in stems}
+    inline = [s for s in stems if s not in uploads and not bucket]
+    encoded = sum(4 * -(-paths[s].stat().st_size // 3) for s in inline)
+    if encoded > cap_mb * MB:
+        raise JobError(f"the stems are {encoded / MB:.1f} MB in base64, over the inline cap of "
+                       f"{cap_mb:g} MB (RunPod's payload limit): pass upload URLs or set BUCKET_ENDPOINT_URL")
+    out = {}
+    for i, stem in enumerate(stems):
+        path = paths[stem]
+        progress(i / len(stems), "upload")
+        entry = {"filename": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
+        if stem in uploads:
+            await put_stem(path, uploads[stem], f"upload.{stem}")
+            entry["uploaded"] = "put"
+        elif bucket:
+            try:
+                entry["url"] = await asyncio.to_thread(bucket_upload, path, str(job.get("id") or "local"), bucket)
+            except Exception as e:  # boto3/botocore errors: name the kind, not the credentials
+                log.error("bucket upload of %s failed: %s", stem, e)
+                raise JobError(f"bucket upload of {stem} failed ({type(e).__name__})") from None
+            entry["uploaded"] = "bucket"
+        else:
+            entry["base64"] = base64.b64encode(path.read_bytes()).decode()
+        out[stem] = entry
+    return out
+
+
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_engine()
     runpod.serverless.start({"handler": handler})

@@ -34,7 +34,7 @@ def ready(svc: Svc):
 def status(svc: Svc):
     cfg, runner = svc.cfg, svc.runner
     counts = svc.store.counts()
-    return Status(version=__version__, uptime_s=round(time.time() - svc.started, 1),
+    return Status(version=__version__, uptime_s=round(time.time() - svc.started, 1), degraded=runner.degraded,
                   device=runner.device_facts,
                   pack={"kind": runner.pack_kind, "state": runner.state, "reason": runner.reason,
                         "missing": runner.missing},

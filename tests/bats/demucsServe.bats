@@ -124,3 +124,97 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     [ "$status" -eq 0 ]
     [[ $output == *"already ready"* ]]
 }
+
+@test "every start checks the installed pack: a corrupted model file is fetched again" {
+    start_server "$pub"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    printf 'XYZW' | dd of="$models/Kim_Vocal_2.onnx" bs=1 seek=100 conv=notrunc status=none   # same size
+    : >"$SERVER_LOG"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"model files missing or corrupt in $models: Kim_Vocal_2.onnx"* ]]
+    [ "$(requests_for models_part_aa)" -eq 1 ]                     # the pack was fetched again
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a deleted model file is fetched again; a pack left intact is not re-hashed (size+mtime+inode cache)" {
+    start_server "$pub"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    rm "$models/04573f0d-f3cf25b2.th"
+    SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"model files missing or corrupt in $models: 04573f0d-f3cf25b2.th"* ]]
+    (cd "$models" && sha256sum -c SHA256SUMS)
+    # the next start hashes no model file: a sha256sum on PATH that records what it is asked to hash
+    shim="$BATS_TEST_TMPDIR/shim" && mkdir -p "$shim"
+    printf '#!/bin/sh\necho "$*" >>"%s/hashed"\nexec %s "$@"\n' "$shim" "$(command -v sha256sum)" >"$shim/sha256sum"
+    chmod +x "$shim/sha256sum"
+    : >"$shim/hashed"
+    PATH="$shim:$PATH" SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"model pack already installed in $models (every file verified)"* ]]
+    [ "$(grep -c models-cache "$shim/hashed" || true)" -eq 0 ]
+    # a same-size rewrite changes the mtime (or inode): hashed and caught
+    sleep 1
+    head -c "$(stat -c %s "$models/Kim_Vocal_2.onnx")" /dev/urandom >"$models/Kim_Vocal_2.onnx"
+    PATH="$shim:$PATH" SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    grep -q "models-cache/Kim_Vocal_2.onnx" "$shim/hashed"
+    (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a damaged pack with no manifest to fetch it again is a loud stop" {
+    start_server "$pub"
+    run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    stop_server
+    rm "$models/Kim_Vocal_2.onnx"
+    DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"installed model pack is damaged and the manifest is unavailable"* ]]
+}
+
+# venv_shims DIR UID: a python3 without venv/ensurepip until apt-get installs python3.X-venv, an apt-get that
+# records its calls (and "installs" that package), an id that reports UID.
+venv_shims() {
+    local dir=$1 real
+    real=$(command -v python3)
+    mkdir -p "$dir"
+    cat >"$dir/python3" <<SH
+#!/bin/sh
+if [ ! -e "$dir/venv-installed" ]; then
+    case "\$*" in *ensurepip*|*"-m venv"*) echo "No module named 'ensurepip'" >&2; exit 1 ;; esac
+fi
+exec "$real" "\$@"
+SH
+    cat >"$dir/apt-get" <<SH
+#!/bin/sh
+echo "apt-get \$*" >>"$dir/calls"
+case "\$*" in *"install"*"-venv"*) touch "$dir/venv-installed" ;; esac
+SH
+    printf '#!/bin/sh\n[ "$1" = -u ] && { echo %s; exit 0; }\nexec /usr/bin/id "$@"\n' "$2" >"$dir/id"
+    chmod +x "$dir/python3" "$dir/apt-get" "$dir/id"
+}
+
+@test "python3 without venv/ensurepip: as root the venv package is installed with apt-get, then the wheels" {
+    start_server "$pub"
+    venv_shims "$BATS_TEST_TMPDIR/shim" 0
+    PATH="$BATS_TEST_TMPDIR/shim:$PATH" SKIP_MODELS=1 run "$SCRIPTS/demucsServe.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"has no venv/ensurepip module"* ]]
+    grep -q "apt-get install -y -qq python$(pyver)-venv" "$BATS_TEST_TMPDIR/shim/calls"
+    [ "$("$SPARK_ROOT/opt/spark/venv/bin/python" -c 'import sparkprobe; print(sparkprobe.VERSION)')" = 1.0.0 ]
+}
+
+@test "python3 without venv and not root: a clear stop naming the package" {
+    start_server "$pub"
+    venv_shims "$BATS_TEST_TMPDIR/shim" 1000
+    PATH="$BATS_TEST_TMPDIR/shim:$PATH" SKIP_MODELS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"install python$(pyver)-venv"* ]]
+    [ ! -e "$BATS_TEST_TMPDIR/shim/calls" ]
+}
