@@ -55,6 +55,7 @@ class MdxRunner:
         self.device = device
         self.window = torch.hann_window(N_FFT, periodic=True, device=device)
         self.book = batch_book(device, "mdx", batch_pieces)
+        self.fixed_shapes = device.type == "cuda"  # pad the last batch: cuDNN picks algorithms per shape
         self.backoff: Backoff | None = None  # the one of the model that ran last
         self.model_seconds = 0.0  # wall time inside STFT, model and iSTFT (the kernels), for bench/
 
@@ -99,7 +100,7 @@ class MdxRunner:
             x[:max(0, s - a)] = 0
             x[max(0, e - a):] = 0
             pieces.append(x.T)
-        if self.device.type == "cuda":  # one input shape per batch size: pad with silent pieces
+        if self.fixed_shapes:  # one input shape per batch size: pad with silent pieces
             pieces += [np.zeros_like(pieces[0])] * (batch - len(pieces))
         t0 = time.perf_counter()
         x = torch.from_numpy(np.stack(pieces)).to(self.device)
