@@ -339,13 +339,13 @@ class Separator:
         return opts
 
     def devices(self) -> dict:
-        """Where this engine's models run, as torch and ONNX Runtime report it: {"torch": "cuda:1",
-        "onnxruntime": ("CUDAExecutionProvider", {"device_id": "1", ...})}; ("CPUExecutionProvider", {...}) on
-        the CPU. Loads the first MDX model the pack holds when none is resident."""
+        """Where this engine's models run, as torch and a loaded ONNX Runtime session report it: {"gpu_id": 1,
+        "torch": "cuda:1", "onnxruntime": ("CUDAExecutionProvider", {"device_id": 1, ...})}; on the CPU "cpu"
+        and ("CPUExecutionProvider", {...}). Loads the pack's first MDX model if needed (None: the pack has none)."""
         from .onnx_io import session_device
         name = next((n for n in (KIM_VOCAL_2, KIM_VOCAL_1, KIM_INST) if self.pack.file(n)), None)
         onnx = session_device(self.pack.onnx(name)) if name else None
-        return {"torch": str(self.pack.torch_device()), "onnxruntime": onnx}
+        return {"gpu_id": self.pack.gpu_id, "torch": str(self.pack.torch_device()), "onnxruntime": onnx}
 
     # --- helpers -----------------------------------------------------------------------------------------
     def _half(self, opts: Options) -> bool:
