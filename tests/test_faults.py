@@ -1,5 +1,6 @@
 """Out-of-memory faults injected into the real runners (small toy models): every form torch and ONNX Runtime
 use is absorbed by a smaller batch and the numbers still equal the whole-file reference; other errors pass."""
+import logging
 import sys
 import weakref
 
@@ -92,13 +93,17 @@ def run_demucs(model, x, batch, release=None, **kw):
 
 
 @pytest.mark.parametrize("form", OOM_FORMS)
-def test_demucs_absorbs_each_oom_form(sep, form):
+def test_demucs_absorbs_each_oom_form(sep, form, caplog):
     model = sep.pack.demucs("04573f0d-f3cf25b2.th")
     x = noise(7 * SR + 5, seed=11)  # 8 windows of 2 s every 1 s
     flaky = OomDemucs(model, limit=4, error=OOM_FORMS[form])  # both polarities: at most 2 windows fit
-    got, runner = run_demucs(flaky, x, 8)
+    with caplog.at_level(logging.WARNING, "mvsep.device"):
+        got, runner = run_demucs(flaky, x, 8)
+    assert "with a batch of 8, retrying with 4" in caplog.text
     assert np.abs(got - reference_demucs(model, x.T, 0.5)).max() < TOL
     assert runner.backoff.size == 2 and runner.backoff.ooms == 2
+    assert flaky.sizes[:2] == [16, 8] and max(flaky.sizes[2:]) <= 4  # no batch over the limit tried again
+    assert sum(flaky.sizes[2:]) == 2 * 8  # every window ran once after the back-off: no work redone
 
 
 class OomSession:
