@@ -8,7 +8,8 @@ Each run is a fresh subprocess, so its peak RSS (VmHWM) is its own. Prints one l
 more lengths, the ratio of the longest run's peak RSS to the shortest's (bounded memory: close to 1).
 `kernel_share` is the share of the separation's wall time spent inside the model calls (STFT + ONNX Runtime +
 iSTFT for MDX, the forward for demucs, each with its device copies); the rest is decoding, resampling, the
-overlap-add and encoding. `batch` is the batch size chosen (and learned) per model shape.
+overlap-add and encoding; `process_share` is the same over the child's whole life (imports and model loading
+too, as a command line run would pay). `batch` is the batch size chosen (and learned) per model shape.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+T_START = time.perf_counter()  # the child's start: its `process_share` counts imports and model loading too
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -68,13 +70,15 @@ def run_one(args) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.work) as out:
         res = sep.separate_file(args.input, out, opts, work_dir=args.work)
-    wall = time.perf_counter() - t0
+    end = time.perf_counter()
+    wall = end - t0
     model_s = sep.demucs.model_seconds + sep.mdx.model_seconds
     seconds = res.info.frames / res.info.sample_rate
     gpu = torch.cuda.max_memory_allocated() / 2**20 if sep.device == "cuda" else None
     return {"seconds": round(seconds, 1), "wall_s": round(wall, 2), "rtf": round(wall / seconds, 4),
             "peak_rss_mb": round(vm_hwm_mb(), 1), "gpu_peak_mb": gpu and round(gpu, 1),
             "model_s": round(model_s, 2), "kernel_share": round(model_s / wall, 4),
+            "process_share": round(model_s / (end - T_START), 4),
             "batch": {**sep.demucs.book.sizes(), **sep.mdx.book.sizes()},
             "timings": {k: round(v, 2) for k, v in res.timings.items()}}
 
@@ -126,6 +130,7 @@ def main() -> int:
             results.append(r)
             print(f"pack={args.pack} mode={args.mode} device={args.device} input={r['seconds']}s "
                   f"wall={r['wall_s']}s rtf={r['rtf']} kernel_share={r['kernel_share']} "
+                  f"process_share={r['process_share']} "
                   f"precision={args.precision} peak_rss={r['peak_rss_mb']}MB gpu_peak={r['gpu_peak_mb']}MB "
                   f"batch={r['batch']} stages={r['timings']}", flush=True)
         if len(results) > 1:
