@@ -49,7 +49,7 @@ def free_caches(torch_device) -> None:
     import torch
     gc.collect()
     if getattr(torch_device, "type", torch_device) == "cuda" and torch.cuda.is_available():
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch_device)  # this worker's GPU, whatever the thread's current device is
         torch.cuda.empty_cache()
 
 
