@@ -59,3 +59,21 @@ def test_devices_report_what_torch_and_onnxruntime_run_on(sep):
     provider, options = d["onnxruntime"]
     assert provider == "CPUExecutionProvider" and isinstance(options, dict)
     assert sep.pack.onnx("Kim_Vocal_2.onnx").get_providers()[0] == provider  # from the real session
+
+
+def test_fp16_mdx_graph_keeps_float32_io_and_the_numbers_close(vocals_pack):
+    """The graph fp16 sessions load (on CUDA in production; ONNX Runtime's CPU provider runs it here too)."""
+    import onnx
+    import onnxruntime as ort
+
+    from mvsep import onnx_io
+    data = onnx_io.fp16_model(vocals_pack / "Kim_Vocal_2.onnx")
+    graph = onnx.load_from_string(data).graph
+    assert {i.type.tensor_type.elem_type for i in (*graph.input, *graph.output)} == {onnx.TensorProto.FLOAT}
+    assert {t.data_type for t in graph.initializer} == {onnx.TensorProto.FLOAT16}
+    x = (np.random.default_rng(0).standard_normal((2, 4, 3072, 256)) * 10).astype(np.float32)
+    half = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    full = ort.InferenceSession(str(vocals_pack / "Kim_Vocal_2.onnx"),
+                                providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert half.dtype == np.float32 and half.shape == full.shape
+    assert 0 < np.abs(half - full).max() < 1e-3 * np.abs(full).max()
