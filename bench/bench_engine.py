@@ -6,6 +6,10 @@
 
 Each run is a fresh subprocess, so its peak RSS (VmHWM) is its own. Prints one line per run and, with two or
 more lengths, the ratio of the longest run's peak RSS to the shortest's (bounded memory: close to 1).
+`kernel_share` is the share of the separation's wall time spent inside the model calls (STFT + ONNX Runtime +
+iSTFT for MDX, the forward for demucs, each with its device copies); the rest is decoding, resampling, the
+overlap-add and encoding; `process_share` is the same over the child's whole life (imports and model loading
+too, as a command line run would pay). `batch` is the batch size chosen (and learned) per model shape.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+T_START = time.perf_counter()  # the child's start: its `process_share` counts imports and model loading too
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -59,17 +64,22 @@ def run_one(args) -> dict:
         torch.set_num_threads(args.threads)
     sep = Separator(args.pack, device=args.device, batch_size=args.batch_size or None, large_gpu=True)
     opts = Options(only_vocals=args.mode == "vocals", overlap_large=args.overlap_large,
-                   overlap_small=args.overlap_small, shifts=args.shifts, single_onnx=args.single_onnx)
+                   overlap_small=args.overlap_small, shifts=args.shifts, single_onnx=args.single_onnx,
+                   precision=args.precision)
     sep.warm(opts)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.work) as out:
         res = sep.separate_file(args.input, out, opts, work_dir=args.work)
-    wall = time.perf_counter() - t0
+    end = time.perf_counter()
+    wall = end - t0
+    model_s = sep.demucs.model_seconds + sep.mdx.model_seconds
     seconds = res.info.frames / res.info.sample_rate
     gpu = torch.cuda.max_memory_allocated() / 2**20 if sep.device == "cuda" else None
     return {"seconds": round(seconds, 1), "wall_s": round(wall, 2), "rtf": round(wall / seconds, 4),
             "peak_rss_mb": round(vm_hwm_mb(), 1), "gpu_peak_mb": gpu and round(gpu, 1),
-            "batch": {"demucs": sep.demucs.backoff.size, "mdx": sep.mdx.backoff.size},
+            "model_s": round(model_s, 2), "kernel_share": round(model_s / wall, 4),
+            "process_share": round(model_s / (end - T_START), 4),
+            "batch": {**sep.demucs.book.sizes(), **sep.mdx.book.sizes()},
             "timings": {k: round(v, 2) for k, v in res.timings.items()}}
 
 
@@ -88,6 +98,7 @@ def main() -> int:
     ap.add_argument("--overlap-small", type=float, default=0.5)
     ap.add_argument("--shifts", type=int, default=1)
     ap.add_argument("--single-onnx", action="store_true")
+    ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -108,7 +119,8 @@ def main() -> int:
                      "--pack", str(pack), "--mode", args.mode, "--device", args.device,
                      "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                      "--overlap-large", str(args.overlap_large), "--overlap-small", str(args.overlap_small),
-                     "--shifts", str(args.shifts)] + (["--single-onnx"] if args.single_onnx else [])
+                     "--shifts", str(args.shifts), "--precision", args.precision] + (
+                         ["--single-onnx"] if args.single_onnx else [])
             out = subprocess.run(child, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if out.returncode:
                 sys.stderr.write(out.stderr)
@@ -117,7 +129,9 @@ def main() -> int:
             src.unlink()
             results.append(r)
             print(f"pack={args.pack} mode={args.mode} device={args.device} input={r['seconds']}s "
-                  f"wall={r['wall_s']}s rtf={r['rtf']} peak_rss={r['peak_rss_mb']}MB gpu_peak={r['gpu_peak_mb']}MB "
+                  f"wall={r['wall_s']}s rtf={r['rtf']} kernel_share={r['kernel_share']} "
+                  f"process_share={r['process_share']} "
+                  f"precision={args.precision} peak_rss={r['peak_rss_mb']}MB gpu_peak={r['gpu_peak_mb']}MB "
                   f"batch={r['batch']} stages={r['timings']}", flush=True)
         if len(results) > 1:
             ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]

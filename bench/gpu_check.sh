@@ -1,16 +1,60 @@
 #!/usr/bin/env bash
-# One prepared script for a lent GPU machine (the device tool): the GPU-marked tests, then batched vs unbatched
-# speed on full-size model configurations, and an out-of-memory back-off under a memory cap (in the tests).
+# One prepared script for a lent GPU machine (the device tool). Each step prints its figures and tees them to
+# $OUT; a failing step does not stop the next. Sized for a ~10 minute device slot; STEPS="a b" runs a subset.
+#   facts       GPU name, memory, driver
+#   tests       the gpu-marked tests: CUDA == CPU, ONNX Runtime on torch's GPU (device id, bounded arena,
+#               heuristic cuDNN search), IO binding == numpy path, the forced OOM of each framework (torch under
+#               a memory cap, ONNX Runtime in a small arena: the batch each backs off to is printed), fp16 shape
+#   batches     full-size configurations, 60 s, 4 stems: unbatched vs the batch sizes chosen per model
+#               (printed per model shape), with the share of wall time inside the model kernels
+#   precision   fp16 vs fp32: speed, max abs difference, SDR on the demo pack
+#   workers     multi-worker throughput (jobs per hour, 1 vs 2 workers): the service's hook, below
+#   long        a 10-minute input, vocals only: RTF and peak memory
 # Usage: bash bench/gpu_check.sh   (expects .venv with a CUDA torch and onnxruntime-gpu: requirements-gpu.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-bench/out}
+STEPS=${STEPS:-facts tests batches precision workers long}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-"$PY" -m pytest -m gpu -q tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
-for batch in 1 0; do  # 1: unbatched; 0: chosen from free device memory
-    "$PY" bench/bench_engine.py --pack full --device cuda --seconds 120 --mode all --batch-size "$batch" \
-        2>&1 | tee -a "$OUT/gpu_bench.txt"
+
+step_facts() {
+    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+}
+
+step_tests() {
+    "$PY" -m pytest -m gpu -q -s -rs tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
+}
+
+step_batches() {
+    local batch
+    for batch in 1 0; do  # 1: unbatched; 0: chosen per model from free device memory (and learned)
+        "$PY" bench/bench_engine.py --pack full --device cuda --seconds 60 --mode all --shifts 0 \
+            --batch-size "$batch" 2>&1 | tee -a "$OUT/gpu_bench.txt"
+    done
+}
+
+step_precision() {
+    "$PY" bench/bench_precision.py --seconds 60 --mode all 2>&1 | tee "$OUT/gpu_precision.txt"
+}
+
+# Multi-worker throughput: one worker per GPU from the service (SPARK_GPUS). The service side fills this in
+# (bench/bench_workers.py: jobs per hour for 1 and 2 workers on the same batch of clips, and their ratio).
+step_workers() {
+    if [[ -f bench/bench_workers.py ]]; then
+        "$PY" bench/bench_workers.py --device cuda 2>&1 | tee "$OUT/gpu_workers.txt"
+    else
+        echo "workers: bench/bench_workers.py not present yet (service side): skipped" | tee "$OUT/gpu_workers.txt"
+    fi
+}
+
+step_long() {
+    "$PY" bench/bench_engine.py --pack full --device cuda --minutes 10 --mode vocals 2>&1 | tee -a "$OUT/gpu_bench.txt"
+}
+
+status=0
+for step in $STEPS; do
+    echo "=== $step ($(date -u +%H:%M:%S))"
+    "step_$step" || status=1
 done
-"$PY" bench/bench_engine.py --pack full --device cuda --minutes 10 --mode vocals 2>&1 | tee -a "$OUT/gpu_bench.txt"
+exit "$status"

@@ -438,6 +438,15 @@ def mp3_rate(sample_rate: int) -> int:
     return next(r for r in _MP3_RATES if r > sample_rate)
 
 
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # sndfile.h; soundfile does not wrap this command
+
+
+def _no_peak_chunk(f: sf.SoundFile) -> None:
+    """libsndfile adds a PEAK chunk with the write time to float WAV files: without it, identical stems are
+    identical bytes. Must run before the first write."""
+    sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+
+
 class StemWriter:
     """Streaming encoder of one stem to `path`.
 
@@ -488,6 +497,8 @@ class StemWriter:
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
             self._remove_tmp()
             raise OSError(f"cannot create {self.path.name} ({output_format}): {_why(e)}") from None
+        if subtype == "FLOAT":
+            _no_peak_chunk(self._file)
         self._closed = False
 
     def write(self, block) -> None:

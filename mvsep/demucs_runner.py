@@ -3,24 +3,28 @@
 Whole-file `apply_model` cuts the input into segments at `range(0, length, stride)`, pads each to the model's
 valid length with the real neighbouring samples (zeros only past the true ends), runs the model, trims it back
 and blends the windows with triangle weights. Here the same windows are read from a signal on demand, run in
-batches (both polarities of each window in one forward), blended by an `OverlapAdd` that only holds the windows
-in flight, and handed on as soon as no later window can touch them. The shift trick delays the input by a
-seeded offset instead of a random one, so identical requests give identical bytes.
+batches, blended by an `OverlapAdd` that only holds the windows in flight, and handed on as soon as no later
+window can touch them. Without shifts both polarities of a window go through one forward. The shift trick
+delays the input by a seeded offset instead of a random one, so identical requests give identical bytes; as in
+the original's two apply_model calls (on x and on -x), each polarity draws its own offsets.
 """
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .device import Backoff
+from .device import Backoff, batch_book, batch_size_for
 from .signals import OverlapAdd, Reader
 
 # emit(start, estimate [S, 2, n], scale): a finished piece of this model's P(), to be scaled by `scale`.
 Emit = Callable[[int, np.ndarray, np.ndarray], None]
+# Rough device memory of one window (both polarities) of a full-size HTDemucs, per second of window.
+WINDOW_BYTES_PER_S = (1 << 30) / 7.8
 
 
 @dataclass
@@ -61,16 +65,23 @@ def shift_delays(model, shifts: int, rng: random.Random) -> list[int]:
 
 
 def plan(model, length: int, overlap: float, shifts: int, seed: int, key: str):
-    """Every pass a model makes: (sub-model, per-source scale, delay, grid), in order."""
+    """Every pass a model makes: (sub-model, per-source scale, delay, grid, polarities), in order. Without
+    shifts one pass per sub-model runs both polarities; with shifts each polarity has its own seeded delays."""
     passes = []
     for index, (sub, scale) in enumerate(sub_models(model)):
-        delays = shift_delays(sub, shifts, random.Random(f"{seed}:{key}:{index}"))
-        passes += [(sub, scale / len(delays), d, grid_for(sub, overlap)) for d in delays]
+        grid = grid_for(sub, overlap)
+        if not shifts:
+            passes.append((sub, scale, 0, grid, (1, -1)))
+            continue
+        for sign, tag in ((1, "+"), (-1, "-")):
+            rng = random.Random(f"{seed}:{key}:{index}:{tag}")
+            passes += [(sub, scale / shifts, d, grid, (sign,)) for d in shift_delays(sub, shifts, rng)]
     return passes
 
 
 def window_count(model, length: int, overlap: float, shifts: int, seed: int, key: str) -> int:
-    return sum(len(g.offsets(length + d)) for _, _, d, g in plan(model, length, overlap, shifts, seed, key))
+    return sum(len(g.offsets(length + d)) * len(signs)
+               for _, _, d, g, signs in plan(model, length, overlap, shifts, seed, key))
 
 
 def valid_length(model, length: int) -> int:
@@ -82,21 +93,33 @@ def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
     return x[..., delta // 2: x.shape[-1] - (delta - delta // 2)] if delta else x
 
 
+def model_key(model, grid: Grid) -> str:
+    """Batch sizes are kept per model shape: its class and window length."""
+    return f"demucs {type(model).__name__} {grid.segment}"
+
+
 class DemucsRunner:
-    def __init__(self, device: torch.device, batch_windows: int, half: bool = False,
-                 on_oom: Callable[[], None] | None = None):
+    def __init__(self, device: torch.device, batch_windows: int | None = None, half: bool = False):
+        """`batch_windows`: a fixed batch size; None: chosen per model from free device memory and learned."""
         self.device, self.half = device, half
-        self.backoff = Backoff(batch_windows, "demucs", on_oom)
+        self.book = batch_book(device, "demucs", batch_windows)
+        self.backoff: Backoff | None = None  # the one of the model that ran last
+        self.model_seconds = 0.0  # wall time inside the model's forward (the kernels), for bench/
 
     def run(self, model, reader: Reader, length: int, overlap: float, emit: Emit, *, shifts: int = 0,
-            seed: int = 0, key: str = "", step: Callable[[int], None] = lambda n: None) -> None:
+            seed: int = 0, key: str = "", step: Callable[[int], None] = lambda n: None,
+            half: bool | None = None) -> None:
         """Compute P(model, x, overlap) = (A(x) - A(-x)) / 2 of the signal `reader` ([n, 2] frames) of
-        `length` frames, and hand it to `emit` piece by piece, in order."""
-        for sub, scale, delay, grid in plan(model, length, overlap, shifts, seed, key):
-            self._one_pass(sub, reader, length, delay, grid, emit, scale, step)
+        `length` frames, and hand it to `emit` piece by piece, in order. `half`: under fp16 autocast."""
+        half = self.half if half is None else half
+        for sub, scale, delay, grid, signs in plan(model, length, overlap, shifts, seed, key):
+            item_bytes = int(WINDOW_BYTES_PER_S * grid.segment / sub.samplerate)
+            self.backoff = self.book.get(model_key(sub, grid),
+                                         lambda b=item_bytes: batch_size_for(self.device, b, 1))
+            self._one_pass(sub, reader, length, delay, grid, emit, scale, step, signs, half)
 
     def _one_pass(self, model, reader: Reader, length: int, delay: int, grid: Grid, emit: Emit,
-                  scale: np.ndarray, step) -> None:
+                  scale: np.ndarray, step, signs: tuple[int, ...], half: bool) -> None:
         total = length + delay  # the delayed signal v[t] = x[t - delay]
 
         def finished(start: int, y: np.ndarray) -> None:
@@ -108,21 +131,23 @@ class DemucsRunner:
 
         ola = OverlapAdd(finished, total)
         offsets = list(grid.offsets(total))
+        backoff = self.backoff
         i = 0
         while i < len(offsets):
-            group = self._next_group(model, offsets, i, total, grid.segment)
-            outs = self.backoff.run(group, lambda ws: self._forward(model, reader, delay, ws))
+            group = self._next_group(model, offsets, i, total, grid.segment, backoff.size)
+            outs = backoff.run(group, lambda ws: self._forward(model, reader, delay, ws, signs, half))
             for (off, n, _), out in zip(group, outs):
                 ola.add(off, out, grid.weight[:n])
                 ola.flush(off + grid.stride)
-            step(len(group))
+            step(len(group) * len(signs))
             i += len(group)
         ola.flush(total)
 
-    def _next_group(self, model, offsets, i, total, segment) -> list[tuple[int, int, int]]:
+    @staticmethod
+    def _next_group(model, offsets, i, total, segment, size) -> list[tuple[int, int, int]]:
         """Up to a batch of windows (offset, length, padded length) that share a padded length."""
         group: list[tuple[int, int, int]] = []
-        for off in offsets[i:i + self.backoff.size]:
+        for off in offsets[i:i + size]:
             n = min(segment, total - off)
             padded = valid_length(model, n)
             if group and padded != group[0][2]:
@@ -130,15 +155,23 @@ class DemucsRunner:
             group.append((off, n, padded))
         return group
 
-    def _forward(self, model, reader: Reader, delay: int, windows) -> list[np.ndarray]:
+    def _forward(self, model, reader: Reader, delay: int, windows, signs, half: bool) -> list[np.ndarray]:
+        """0.5 * (A(x) - A(-x)) of each window, or one polarity's half of it: 0.5 * sign * A(sign * x)."""
         chunks = []
         for off, n, padded in windows:
             start = off - (padded - n) // 2 - delay  # centred padding, from the real neighbours
             chunks.append(reader(start, start + padded).T)
-        x = torch.from_numpy(np.stack(chunks)).to(self.device)
-        x = torch.cat([x, -x])
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.half):
-            y = model(x).float()
+        x = np.stack(chunks)
+        t0 = time.perf_counter()
+        x = torch.from_numpy(x).to(self.device)
         k = len(windows)
-        y = 0.5 * (y[:k] - y[k:])
-        return [center_trim(y[j], n).cpu().numpy() for j, (_, n, _) in enumerate(windows)]
+        if len(signs) == 2:
+            x = torch.cat([x, -x])
+        elif signs[0] < 0:
+            x = -x
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=half):
+            y = model(x).float()
+        y = 0.5 * (y[:k] - y[k:]) if len(signs) == 2 else (0.5 * signs[0]) * y
+        out = [center_trim(y[j], n).cpu().numpy() for j, (_, n, _) in enumerate(windows)]
+        self.model_seconds += time.perf_counter() - t0
+        return out

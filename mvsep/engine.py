@@ -20,11 +20,10 @@ import torch
 
 from . import audio
 from .demucs_runner import DemucsRunner, window_count
-from .device import batch_size_for, resolve_device
+from .device import resolve_device
 from .errors import Cancelled, OptionError
-from .mdx import CHUNK, PIECE_BYTES, MdxRunner, piece_count
-from .pack import (DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack,
-                   _empty_cuda_cache)
+from .mdx import CHUNK, MdxRunner, piece_count
+from .pack import DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack
 from .signals import ArraySignal, DiskSignal, Signal, blocks
 
 log = logging.getLogger("mvsep.engine")
@@ -34,7 +33,7 @@ VOCAL_STEMS = ("vocals", "instrumental")
 FOUR_STEMS = ("drums", "bass", "other", "instrumental2")
 # The 4-stem weights of the spec, per model in FOUR_STEM_BAGS order.
 WEIGHTS = {"drums": (18, 2, 4, 9), "bass": (19, 4, 5, 8), "other": (14, 2, 5, 10)}
-DEMUCS_WINDOW_BYTES = 1 << 30  # rough device memory of one window pair (both polarities) of a full HTDemucs
+PRECISIONS = ("fp32", "fp16")
 
 Progress = Callable[[float, str], None]
 
@@ -52,6 +51,7 @@ class Options:
     output_format: str = "wav"
     sample_rate: str | int = "native"
     mono: bool = False
+    precision: str = "fp32"  # fp16: demucs under autocast and float16 MDX graphs, CUDA only
 
     def validate(self) -> "Options":
         """A checked copy: overlaps clamped to [0, 0.99] as the original did, everything else must be in range."""
@@ -63,6 +63,8 @@ class Options:
             raise OptionError("seed", "must be >= 0")
         if self.output_format not in audio.OUTPUT_FORMATS:
             raise OptionError("output_format", f"must be one of {', '.join(audio.OUTPUT_FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}")
         rate = str(self.sample_rate)
         if rate not in ("native", str(MODEL_RATE)):
             raise OptionError("sample_rate", f"must be native or {MODEL_RATE}")
@@ -133,9 +135,10 @@ class Separator:
             torch.set_num_threads(threads)
         self.pack = ModelPack(model_dir, self.device, gpu_id, large_gpu, memory_budget_mb, allow_demo, threads)
         tdev = self.pack.torch_device()
-        release = lambda: _empty_cuda_cache(self.device)  # noqa: E731
-        self.demucs = DemucsRunner(tdev, batch_size or batch_size_for(tdev, DEMUCS_WINDOW_BYTES, 1), half, release)
-        self.mdx = MdxRunner(tdev, batch_size or batch_size_for(tdev, PIECE_BYTES, 4), release)
+        self.half = half  # fp16 whatever the options ask (older API); Options.precision is the way now
+        # batch sizes: per model, learned on this device for the life of the process (unless fixed here)
+        self.demucs = DemucsRunner(tdev, batch_size, half)
+        self.mdx = MdxRunner(tdev, batch_size)
 
     # --- pack --------------------------------------------------------------------------------------------
     def missing(self, opts: Options) -> list[str]:
@@ -143,11 +146,11 @@ class Separator:
 
     def warm(self, opts: Options | None = None) -> None:
         """Verify and load the models `opts` need, so the first request does not pay for it."""
-        opts = (opts or Options(only_vocals=True)).validate()
+        opts = self.check_options(opts or Options(only_vocals=True))
         self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
         self.pack.demucs(DEMUCS_VOCALS)
         for name in self._mdx_models(opts):
-            self.pack.onnx(name)
+            self.pack.onnx(name, self._half(opts))
         if not opts.only_vocals:
             for bag, _ in FOUR_STEM_BAGS:
                 self.pack.demucs(bag)
@@ -162,7 +165,7 @@ class Separator:
         Stems have the input's sample rate and exactly its frame count (or 44.1 kHz when asked). Each file is
         written under a temporary name and renamed when complete; on any error none of them is left behind.
         """
-        opts = (opts or Options()).validate()
+        opts = self.check_options(opts or Options())
         stems = self._stems_asked(opts, stems)
         info = audio.probe(input_path)
         self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
@@ -227,7 +230,7 @@ class Separator:
                        cancel: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
         """Separate an in-memory clip (float32 [T, 2] or [T]); stems come back at `sample_rate` with T frames
         (or at 44.1 kHz when opts.sample_rate == 44100)."""
-        opts = (opts or Options()).validate()
+        opts = self.check_options(opts or Options())
         stems = self._stems_asked(opts, stems)
         mix = np.asarray(mix, np.float32)
         if mix.ndim == 1:
@@ -261,22 +264,23 @@ class Separator:
         length = mix.frames
         vocals = new_signal(length, 2, "vocals")
         w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
+        half = self._half(opts)
 
         model = self.pack.demucs(DEMUCS_VOCALS)
         iv = list(model.sources).index("vocals")
         job.start("demucs vocals")
         self.demucs.run(model, mix.read, length, opts.overlap_large,
                         lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
-                        shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step)
+                        shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step, half=half)
 
         kim_vocal = self._mdx_models(opts)[0]
         job.start(f"mdx {Path(kim_vocal).stem}")
-        self.mdx.run(self.pack.onnx(kim_vocal), mix.read, length, opts.chunk_size, opts.overlap_large,
+        self.mdx.run(self.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
                      lambda s, y: vocals.add(s, y.T * w_v1), job.step)
         if not opts.single_onnx:
             # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
             job.start(f"mdx {Path(KIM_INST).stem}")
-            self.mdx.run(self.pack.onnx(KIM_INST), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
+            self.mdx.run(self.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
                          opts.overlap_large,
                          lambda s, y: vocals.add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), job.step)
         signals = {"mix": mix, "vocals": vocals}
@@ -300,7 +304,7 @@ class Separator:
 
             overlap = opts.overlap_small if which == "small" else opts.overlap_large
             self.demucs.run(model, instrum, length, overlap, add, shifts=opts.shifts, seed=opts.seed, key=bag,
-                            step=job.step)
+                            step=job.step, half=half)
         signals["dbo"] = dbo
         return signals
 
@@ -326,7 +330,27 @@ class Separator:
             job.step((b - a) / CHUNK)
             yield {s: out[s] for s in stems}
 
+    # --- devices and options -------------------------------------------------------------------------------
+    def check_options(self, opts: Options) -> Options:
+        """`opts.validate()`, plus what this engine's device cannot do: fp16 needs CUDA."""
+        opts = opts.validate()
+        if opts.precision == "fp16" and self.device != "cuda":
+            raise OptionError("precision", "fp16 needs a CUDA GPU; this engine runs on the CPU (use fp32)")
+        return opts
+
+    def devices(self) -> dict:
+        """Where this engine's models run, as torch and a loaded ONNX Runtime session report it: {"gpu_id": 1,
+        "torch": "cuda:1", "onnxruntime": ("CUDAExecutionProvider", {"device_id": 1, ...})}; on the CPU "cpu"
+        and ("CPUExecutionProvider", {...}). Loads the pack's first MDX model if needed (None: the pack has none)."""
+        from .onnx_io import session_device
+        name = next((n for n in (KIM_VOCAL_2, KIM_VOCAL_1, KIM_INST) if self.pack.file(n)), None)
+        onnx = session_device(self.pack.onnx(name)) if name else None
+        return {"gpu_id": self.pack.gpu_id, "torch": str(self.pack.torch_device()), "onnxruntime": onnx}
+
     # --- helpers -----------------------------------------------------------------------------------------
+    def _half(self, opts: Options) -> bool:
+        return self.device == "cuda" and (self.half or opts.precision == "fp16")
+
     def _mdx_models(self, opts: Options) -> list[str]:
         first = KIM_VOCAL_1 if opts.use_kim_model_1 else KIM_VOCAL_2
         return [first] if opts.single_onnx else [first, KIM_INST]

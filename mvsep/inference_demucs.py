@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample_rate", default="native", choices=("native", "44100"),
                    help="stems at the input's rate (default) or at 44.1 kHz")
     p.add_argument("--mono", action="store_true", help="write mono stems")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="fp16: faster on a CUDA GPU, not the exact recipe (refused on the CPU)")
     return p.parse_args(argv)
 
 
@@ -63,8 +65,9 @@ def main(argv=None) -> int:
                        overlap_small=args.overlap_small, chunk_size=args.chunk_size, shifts=args.shifts,
                        seed=args.seed, single_onnx=args.single_onnx, use_kim_model_1=args.use_kim_model_1,
                        output_format=args.output_format, sample_rate=args.sample_rate,
-                       mono=args.mono).validate()
+                       mono=args.mono, precision=args.precision).validate()
         sep = Separator(args.model_dir, "cpu" if args.cpu else "auto", args.gpu_id, args.large_gpu)
+        opts = sep.check_options(opts)
         if sep.pack.kind == "demo":
             print(f"NOTE: using the DEMO model pack ({sep.pack.dir}): demo quality only", file=sys.stderr)
         for path in args.input_audio:

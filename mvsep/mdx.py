@@ -4,16 +4,19 @@
 goes through `demix_base`, which zero-pads it (by `trim` on both sides and up to a multiple of `gen`) and cuts
 it into pieces of `CHUNK` samples every `gen`. Here the pieces of consecutive chunks are read on demand and run
 through ONNX Runtime in batches; a chunk is assembled when its last piece is back, averaged in an `OverlapAdd`,
-and handed on once no later chunk covers it.
+and handed on once no later chunk covers it. On CUDA every batch has the same shape (the last one is padded
+with silent pieces), so cuDNN picks its algorithms once, and the spectrograms stay on the GPU (`onnx_io`).
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .device import Backoff
+from .device import Backoff, batch_book, batch_size_for, free_caches
+from .onnx_io import run_batch
 from .signals import OverlapAdd, Reader
 
 N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
@@ -41,24 +44,44 @@ def piece_count(length: int, chunk_size: int, overlap: float) -> int:
     return sum(pieces_of(e - s) for s, e in chunk_grid(length, chunk_size, overlap))
 
 
+def model_key(session) -> str:
+    """Batch sizes are kept per model: its file name (every MDX-Net here has the same piece size)."""
+    return f"mdx {getattr(session, 'mvsep_name', 'model')}"
+
+
 class MdxRunner:
-    def __init__(self, device: torch.device, batch_pieces: int, on_oom: Callable[[], None] | None = None):
+    def __init__(self, device: torch.device, batch_pieces: int | None = None):
+        """`batch_pieces`: a fixed batch size; None: chosen per model from free device memory and learned."""
         self.device = device
         self.window = torch.hann_window(N_FFT, periodic=True, device=device)
-        self.backoff = Backoff(batch_pieces, "mdx", on_oom)
+        self.book = batch_book(device, "mdx", batch_pieces)
+        self.fixed_shapes = device.type == "cuda"  # pad the last batch: cuDNN picks algorithms per shape
+        self.backoff: Backoff | None = None  # the one of the model that ran last
+        self.model_seconds = 0.0  # wall time inside STFT, model and iSTFT (the kernels), for bench/
 
     def run(self, session, reader: Reader, length: int, chunk_size: int, overlap: float,
             emit: Callable[[int, np.ndarray], None], step: Callable[[int], None] = lambda n: None) -> None:
         """Compute M(session, x, C, overlap) of the signal `reader` ([n, 2] frames) and hand it to
         `emit(start, [2, n])` piece by piece, in order."""
+        free_caches(self.device)  # what torch cached for the demucs pass before is ONNX Runtime's now
+        backoff = self.backoff = self.book.get(model_key(session), lambda: batch_size_for(self.device,
+                                                                                          PIECE_BYTES, 4))
         chunks = chunk_grid(length, chunk_size, overlap)
         ola = OverlapAdd(emit, length)
         todo = [(c, p) for c, (s, e) in enumerate(chunks) for p in range(pieces_of(e - s))]
         done: dict[int, list[np.ndarray]] = {}
+        seen = [backoff.ooms]
         i = 0
         while i < len(todo):
-            group = todo[i:i + self.backoff.size]
-            outs = self.backoff.run(group, lambda g: self._forward(session, reader, chunks, g))
+            group = todo[i:i + backoff.size]
+            last = i + len(group) >= len(todo)
+
+            def forward(g, last=last):
+                shrink = last or backoff.ooms != seen[0]  # give the arena back after the pass or an OOM
+                seen[0] = backoff.ooms
+                return self._forward(session, reader, chunks, g, backoff.size, shrink)
+
+            outs = backoff.run(group, forward)
             for (c, _), out in zip(group, outs):
                 done.setdefault(c, []).append(out)
                 s, e = chunks[c]
@@ -68,7 +91,7 @@ class MdxRunner:
             step(len(group))
             i += len(group)
 
-    def _forward(self, session, reader: Reader, chunks, group) -> list[np.ndarray]:
+    def _forward(self, session, reader: Reader, chunks, group, batch: int, shrink: bool) -> list[np.ndarray]:
         pieces = []
         for c, p in group:
             s, e = chunks[c]
@@ -77,11 +100,14 @@ class MdxRunner:
             x[:max(0, s - a)] = 0
             x[max(0, e - a):] = 0
             pieces.append(x.T)
-        x = torch.from_numpy(np.stack(pieces)).to(self.device)
-        spec = self.stft(x)
-        out = session.run(None, {"input": spec.cpu().numpy()})[0]
-        y = self.istft(torch.from_numpy(np.ascontiguousarray(out, np.float32)).to(self.device))
-        return list(y[:, :, TRIM:-TRIM].cpu().numpy())
+        if self.fixed_shapes:  # one input shape per batch size: pad with silent pieces
+            pieces += [np.zeros_like(pieces[0])] * (batch - len(pieces))
+        x = np.stack(pieces)
+        t0 = time.perf_counter()
+        x = torch.from_numpy(x).to(self.device)
+        y = self.istft(run_batch(session, self.stft(x), shrink))[:len(group), :, TRIM:-TRIM].cpu().numpy()
+        self.model_seconds += time.perf_counter() - t0
+        return list(y)
 
     def stft(self, x: torch.Tensor) -> torch.Tensor:
         """[P, 2, CHUNK] -> [P, 4, DIM_F, DIM_T], channels L_re, L_im, R_re, R_im."""

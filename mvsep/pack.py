@@ -167,8 +167,10 @@ class ModelPack:
             self._verified[listed] = stamp
 
     # --- loading ------------------------------------------------------------------------------------------
-    def onnx(self, name: str):
-        return self._get(f"onnx:{name}", lambda: self._load_onnx(name))
+    def onnx(self, name: str, half: bool = False):
+        """The ONNX Runtime session of `name`; `half`: its float16 version (CUDA only)."""
+        suffix = ":fp16" if half else ""
+        return self._get(f"onnx:{name}{suffix}", lambda: self._load_onnx(name, half))
 
     def demucs(self, name: str):
         """A single checkpoint by file name, or a bag by its demucs name (htdemucs_ft, hdemucs_mmi, ...)."""
@@ -203,27 +205,24 @@ class ModelPack:
             del self._units[key]
         _empty_cuda_cache(self.device)
 
-    def _load_onnx(self, name: str) -> Unit:
+    def _load_onnx(self, name: str, half: bool = False) -> Unit:
         import onnxruntime as ort
+
+        from .onnx_io import CUDA, fp16_model, providers
         path = self.file(name)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if self.threads:
             opts.intra_op_num_threads = self.threads
-        providers: list = ["CPUExecutionProvider"]
-        if self.device == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                # Same GPU as torch: the original always ran ONNX Runtime on device 0.
-                providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.gpu_id,
-                                                               "arena_extend_strategy": "kSameAsRequested"}))
-            else:
-                log.warning("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): %s runs on "
-                            "the CPU, much slower", name)
-        session = ort.InferenceSession(str(path), opts, providers=providers)
-        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        # Same GPU as torch: the original always ran ONNX Runtime on device 0.
+        chosen = providers(self.device, self.gpu_id)
+        model = fp16_model(path) if half else str(path)
+        session = ort.InferenceSession(model, opts, providers=chosen)
+        session.mvsep_name = name + (" fp16" if half else "")  # what `mdx.model_key` keys batch sizes by
+        if self.device == "cuda" and CUDA not in session.get_providers():
             log.warning("onnxruntime fell back to the CPU for %s (CUDA provider failed to initialise)", name)
-        return Unit(f"onnx:{name}", session, path.stat().st_size)
+        return Unit(f"onnx:{name}{':fp16' if half else ''}", session, path.stat().st_size)
 
     def _load_demucs(self, name: str) -> Unit:
         from demucs.apply import BagOfModels

@@ -17,7 +17,8 @@ from mvsep.errors import (Cancelled, InputError, ModelPackError, MvsepError, Not
 log = logging.getLogger("spark.runner")
 
 FOUR_STEMS = ("drums", "bass", "other")
-ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1")
+ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1",
+                  "precision")
 
 
 def http_status(err: BaseException) -> int:
@@ -117,6 +118,10 @@ class Runner:
                        sample_rate=params.get("sample_rate", "native"),
                        mono=bool(params.get("mono", False)), **kwargs)
         opts.validate()
+        if opts.precision == "fp16":  # the engine refuses it on a CPU separator too; this answers at submit
+            import torch
+            if not torch.cuda.is_available():
+                raise OptionError("precision", "fp16 needs a CUDA GPU; this server has none (use fp32)")
         return opts
 
     def check(self, opts) -> None:

@@ -40,6 +40,7 @@ class JobOptions(BaseModel):
     shifts: int | None = Field(None, ge=0, le=MAX_SHIFTS)
     single_onnx: bool | None = None
     use_kim_model_1: bool | None = None
+    precision: Literal["fp32", "fp16"] | None = Field(None, description="fp16: CUDA only, faster, not exact")
 
     @field_validator("stems", mode="before")
     @classmethod

@@ -5,6 +5,8 @@ The engine's stems must equal these within 1e-4 (demucs shifts = 0 on both sides
 """
 from __future__ import annotations
 
+import contextlib
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 import yaml
 
 import demucs
+import demucs.apply
 from demucs.apply import BagOfModels, apply_model
 from demucs.states import load_model
 
@@ -94,15 +97,38 @@ def reference_mdx(onnx_path, x, chunk_size, overlap) -> np.ndarray:
 
 # ---------------------------------------------------------------- demucs
 
-def reference_demucs(model, x, overlap) -> np.ndarray:
-    """P(model, x, overlap) = 0.5 * A(x) + 0.5 * (-A(-x)), shifts = 0: x [2, T] -> [S, 2, T]."""
+def reference_demucs(model, x, overlap, draws=None) -> np.ndarray:
+    """P(model, x, overlap) = 0.5 * A(x) + 0.5 * (-A(-x)): x [2, T] -> [S, 2, T].
+
+    shifts = 0, or with `draws` = {"+": offsets, "-": offsets}: the original's two apply_model calls with
+    shifts = len(offsets) per (sub-)model, each drawing its own offsets (here given instead of random)."""
     mix = torch.tensor(np.asarray(x, np.float32))
 
-    def a(sig):
-        with torch.no_grad():
-            return apply_model(model, sig[None], shifts=0, split=True, overlap=overlap)[0]
+    def a(sig, offsets):
+        shifts = 0
+        if offsets is not None:
+            shifts = len(offsets) // (len(model.models) if isinstance(model, BagOfModels) else 1)
+        with torch.no_grad(), _given_draws(offsets):
+            return apply_model(model, sig[None], shifts=shifts, split=True, overlap=overlap)[0]
 
-    return (0.5 * a(mix) + 0.5 * (-a(-mix))).numpy()
+    draws = draws or {}
+    return (0.5 * a(mix, draws.get("+")) + 0.5 * (-a(-mix, draws.get("-")))).numpy()
+
+
+@contextlib.contextmanager
+def _given_draws(offsets):
+    """apply_model's random.randint answers `offsets` in order (sub-model by sub-model, shift by shift)."""
+    if offsets is None:
+        yield
+        return
+    queue = list(offsets)
+    original = demucs.apply.random
+    demucs.apply.random = types.SimpleNamespace(randint=lambda a, b: queue.pop(0))
+    try:
+        yield
+    finally:
+        demucs.apply.random = original
+    assert not queue, "apply_model drew fewer offsets than given"
 
 
 def _pack_file(pack_dir: Path, signature: str) -> Path:

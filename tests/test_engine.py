@@ -1,5 +1,4 @@
 """The engine against the whole-file reference, models with known behaviour, packs, determinism, errors."""
-import logging
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import torch
 from conftest import SR
 from mvsep import toypack
 from mvsep.engine import Options, Separator
-from mvsep.errors import Cancelled, ModelPackError, NotInPackError, OptionError, OutOfMemoryError
+from mvsep.errors import Cancelled, ModelPackError, NotInPackError, OptionError
 from mvsep.mdx import CUTOFF_HZ, GEN, MdxRunner
 from mvsep.signals import ArraySignal
 from reference import reference_separate
@@ -129,66 +128,6 @@ def test_batched_equals_unbatched(random_pack):
     many = Separator(random_pack, device="cpu", batch_size=5).separate_array(mix, SR, opts)
     for stem in one:
         assert np.abs(one[stem] - many[stem]).max() < TOL
-
-
-class OomAbove(torch.nn.Module):
-    """Stands in for a GPU that runs out of memory when a forward holds more than `limit` items."""
-
-    def __init__(self, model, limit, error=torch.OutOfMemoryError):
-        super().__init__()
-        self.model, self.limit, self.error, self.sizes = model, limit, error, []
-        for name in ("samplerate", "segment", "sources", "audio_channels"):
-            setattr(self, name, getattr(model, name))
-
-    def valid_length(self, n):
-        return self.model.valid_length(n)
-
-    def forward(self, x):
-        self.sizes.append(len(x))
-        if len(x) > self.limit:
-            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.model(x)
-
-
-def run_demucs(model, x, batch):
-    from mvsep.demucs_runner import DemucsRunner
-    out = np.zeros((4, 2, len(x)), np.float32)
-
-    def emit(s, y, scale):
-        out[..., s:s + y.shape[-1]] += y * scale[:, None, None]
-
-    runner = DemucsRunner(torch.device("cpu"), batch)
-    runner.run(model, ArraySignal(x).read, len(x), 0.5, emit)
-    return out, runner
-
-
-def test_out_of_memory_backs_off_and_keeps_the_numbers(random_sep, caplog):
-    model = random_sep.pack.demucs("04573f0d-f3cf25b2.th")
-    x = noise(9 * SR + 5, seed=11)  # 10 windows: the first batch of 8 must shrink to 4 then 2
-    expected, _ = run_demucs(model, x, 1)
-    flaky = OomAbove(model, limit=4)  # 2 items per window (both polarities): at most 2 windows fit
-    with caplog.at_level(logging.WARNING, "mvsep.device"):
-        got, runner = run_demucs(flaky, x, 8)
-    assert np.abs(got - expected).max() < TOL
-    assert runner.backoff.size == 2
-    assert "retrying with" in caplog.text
-    first_fit = next(i for i, n in enumerate(flaky.sizes) if n <= 4)
-    assert max(flaky.sizes[first_fit:]) <= 4  # after the back-off, no batch over the limit was tried again
-    windows = len(range(0, len(x), int(0.5 * int(2 * SR))))
-    assert sum(s for s in flaky.sizes if s <= 4) == 2 * windows  # every window ran once: no work redone
-
-
-def test_out_of_memory_at_batch_one_is_a_clear_error(random_sep):
-    model = OomAbove(random_sep.pack.demucs("04573f0d-f3cf25b2.th"), limit=0)
-    with pytest.raises(OutOfMemoryError, match="even with a batch of 1"):
-        run_demucs(model, noise(SR), 4)
-
-
-def test_other_errors_are_not_taken_for_out_of_memory(random_sep):
-    model = OomAbove(random_sep.pack.demucs("04573f0d-f3cf25b2.th"), limit=1, error=ValueError)
-    with pytest.raises(ValueError):
-        run_demucs(model, noise(3 * SR), 4)
-    assert model.sizes == [6]  # 3 windows x 2 polarities, and no retry with a smaller batch
 
 
 def test_progress_and_cancel(vocals_pack, tmp_path):

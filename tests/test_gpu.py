@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from conftest import SR
+from mvsep import onnx_io
 from mvsep.engine import Options, Separator
+from mvsep.mdx import DIM_F, DIM_T, MdxRunner
+from mvsep.signals import ArraySignal
 
 pytestmark = pytest.mark.gpu
 
@@ -22,13 +25,29 @@ def test_cuda_equals_cpu_and_onnx_runs_on_the_same_gpu(random_pack):
     a, b = gpu.separate_array(mix, SR, opts), cpu.separate_array(mix, SR, opts)
     for stem in a:
         assert np.abs(a[stem] - b[stem]).max() < 1e-3, stem
-    session = gpu.pack.onnx("Kim_Vocal_2.onnx")
-    assert session.get_providers()[0] == "CUDAExecutionProvider"
-    assert int(session.get_provider_options()["CUDAExecutionProvider"]["device_id"]) == gpu_id
+    devices = gpu.devices()
+    provider, options = devices["onnxruntime"]
+    assert devices["torch"] == f"cuda:{gpu_id}" and provider == "CUDAExecutionProvider"
+    assert options["device_id"] == gpu_id
+    assert options["arena_extend_strategy"] == "kSameAsRequested"
+    assert options["cudnn_conv_algo_search"] == "HEURISTIC"
+    total = torch.cuda.get_device_properties(gpu_id).total_memory
+    assert 0 < int(options["gpu_mem_limit"]) <= total * onnx_io.GPU_MEM_SHARE
     assert next(gpu.pack.demucs("htdemucs").parameters()).device == torch.device(f"cuda:{gpu_id}")
+    assert gpu.mdx.fixed_shapes
 
 
-def test_out_of_memory_back_off_under_a_memory_cap(random_pack):
+def test_io_binding_equals_the_numpy_path(random_pack):
+    sep = Separator(random_pack, device="cuda")
+    session = sep.pack.onnx("Kim_Vocal_2.onnx")
+    spec = torch.randn(3, 4, DIM_F, DIM_T, device="cuda") * 10
+    bound = onnx_io.run_batch(session, spec)
+    plain = session.run(None, {"input": spec.cpu().numpy()})[0]
+    assert bound.device.type == "cuda" and bound.dtype == torch.float32
+    assert np.abs(bound.cpu().numpy() - plain).max() < 1e-4
+
+
+def test_torch_out_of_memory_backs_off_under_a_memory_cap(random_pack):
     sep = Separator(random_pack, device="cuda", batch_size=64)
     mix = noise(40 * SR, seed=1)
     opts = Options(only_vocals=True, shifts=0)
@@ -41,11 +60,45 @@ def test_out_of_memory_back_off_under_a_memory_cap(random_pack):
         got = sep.separate_array(mix, SR, opts)["vocals"]
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    assert sep.demucs.backoff.size < 64
+    print(f"torch forced OOM: demucs batch 64 -> {sep.demucs.backoff.size} after {sep.demucs.backoff.ooms} OOMs")
+    assert sep.demucs.backoff.ooms > 0 and sep.demucs.backoff.size < 64
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_half_precision_runs(random_pack):
+def test_onnxruntime_out_of_memory_backs_off_in_a_small_arena(random_pack, monkeypatch):
+    x = noise(12 * SR, seed=2)
+
+    def mdx(sep, batch):
+        out = np.zeros_like(x)
+        runner = MdxRunner(sep.pack.torch_device(), batch)
+        runner.run(sep.pack.onnx("Kim_Vocal_2.onnx"), ArraySignal(x).read, len(x), 100_000, 0.5,
+                   lambda s, y: out.__setitem__(slice(s, s + y.shape[1]), y.T))
+        return out, runner
+
+    expected, _ = mdx(Separator(random_pack, device="cuda"), 1)
+    total = torch.cuda.get_device_properties(0).total_memory
+    monkeypatch.setattr(onnx_io, "GPU_MEM_SHARE", (256 << 20) / total)  # an arena of 256 MB
+    got, runner = mdx(Separator(random_pack, device="cuda"), 16)
+    print(f"onnxruntime forced OOM: mdx batch 16 -> {runner.backoff.size} after {runner.backoff.ooms} OOMs")
+    assert runner.backoff.ooms > 0 and runner.backoff.size < 16
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_fp16_runs_with_the_shape_of_fp32(random_pack):
+    sep = Separator(random_pack, device="cuda")
+    mix = noise(3 * SR)
+    fp32 = sep.separate_array(mix, SR, Options(shifts=0))
+    fp16 = sep.separate_array(mix, SR, Options(shifts=0, precision="fp16"))
+    assert "onnx:Kim_Vocal_2.onnx:fp16" in sep.pack.resident()
+    for stem in fp32:
+        assert fp16[stem].shape == fp32[stem].shape and fp16[stem].dtype == np.float32
+        assert np.isfinite(fp16[stem]).all()
+        diff = np.abs(fp16[stem] - fp32[stem]).max()
+        print(f"fp16 vs fp32 {stem}: max abs diff {diff:.2e}")
+        assert 0 < diff < 0.05 * np.abs(fp32[stem]).max() + 1e-3
+
+
+def test_half_precision_of_the_older_api_runs(random_pack):
     sep = Separator(random_pack, device="cuda", half=True)
     out = sep.separate_array(noise(3 * SR), SR, Options(only_vocals=True, shifts=0))
     assert np.isfinite(out["vocals"]).all()

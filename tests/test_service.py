@@ -12,6 +12,7 @@ import zipfile
 import httpx
 import pytest
 import soundfile as sf
+import torch
 
 from test_service_support import TOKEN, Server, make_wav, wait_job
 
@@ -215,6 +216,9 @@ ERROR_CASES = [
     ({"overlap_large": "1.5"}, 422, "invalid_option", "overlap_large"),
     ({"chunk_size": "5"}, 422, "invalid_option", "chunk_size"),
     ({"mono": "maybe"}, 422, "invalid_option", "mono"),
+    ({"precision": "fp8"}, 422, "invalid_option", "precision"),
+    pytest.param({"precision": "fp16"}, 422, "invalid_option", "precision",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused without CUDA only")),
 ]
 
 

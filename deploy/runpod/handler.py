@@ -56,7 +56,7 @@ log = logging.getLogger("spark.runpod")
 ALL_STEMS = ("vocals", "instrumental", "drums", "bass", "other", "instrumental2")
 FOUR_STEM_ONLY = {"drums", "bass", "other", "instrumental2"}
 OPTION_FIELDS = {"overlap_large": float, "overlap_small": float, "chunk_size": int, "shifts": int,
-                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool}
+                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool, "precision": str}
 KNOWN = {"url", "stems", "format", "sample_rate", "upload", *OPTION_FIELDS}
 MB = 1 << 20
 CHUNK = 1 << 20
