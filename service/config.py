@@ -43,6 +43,13 @@ class Config:
     gpu_id: int = 0
     large_gpu: bool = False
     demo_pack: bool = True
+    gpus: str = ""  # SPARK_GPUS as given: "" = every visible GPU (the CPU when none), "cpu", "cpu,cpu", "0,1"
+    worker_threads: int = 0  # SPARK_WORKER_THREADS: torch/ORT threads per CPU worker (0 = cores / workers)
+    max_attempts: int = 3
+    job_stall_s: float = 900.0
+    lease_s: float = 30.0
+    separate_wait_s: float = 3600.0
+    disk_reserve_mb: float = 256.0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
@@ -67,7 +74,33 @@ class Config:
             gpu_id=_num(env, "SPARK_GPU_ID", 0),
             large_gpu=_bool(env, "SPARK_LARGE_GPU"),
             demo_pack=_bool(env, "SPARK_DEMO_PACK", True),
+            gpus=(env.get("SPARK_GPUS") or "").strip().lower(),
+            worker_threads=_num(env, "SPARK_WORKER_THREADS", 0),
+            max_attempts=_num(env, "SPARK_MAX_ATTEMPTS", 3),
+            job_stall_s=_num(env, "SPARK_JOB_STALL_S", 900.0, float),
+            lease_s=_num(env, "SPARK_LEASE_S", 30.0, float),
+            separate_wait_s=_num(env, "SPARK_SEPARATE_WAIT_S", 3600.0, float),
+            disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", 256.0, float),
         )
+
+    def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:
+        """(device, gpu id) of each worker: SPARK_GPUS, else every visible GPU, else one CPU worker."""
+        items = [g.strip() for g in self.gpus.split(",") if g.strip()] if self.gpus not in ("", "all") else []
+        if not items:
+            if self.device == "cpu" or visible_gpus == 0:
+                return [("cpu", 0)]
+            if self.device == "cuda" and self.gpus == "" and self.gpu_id:
+                return [("cuda", self.gpu_id)]  # the older single-GPU setting
+            return [("cuda", i) for i in range(visible_gpus)]
+        out = []
+        for i, item in enumerate(items):
+            if item == "cpu":
+                out.append(("cpu", i))
+            elif item.isdigit():
+                out.append(("cuda", int(item)))
+            else:
+                raise SystemExit(f"SPARK_GPUS={self.gpus!r}: expected GPU numbers, cpu, or a comma list of them")
+        return out
 
     @property
     def max_upload_bytes(self) -> int:
@@ -88,4 +121,8 @@ class Config:
                     "set a token, or SPARK_ALLOW_NO_AUTH=1 to run open on purpose")
         if self.queue_size < 1:
             return "SPARK_QUEUE_SIZE must be at least 1"
+        if self.max_attempts < 1:
+            return "SPARK_MAX_ATTEMPTS must be at least 1"
+        if self.lease_s <= 0 or self.job_stall_s <= 0 or self.separate_wait_s <= 0:
+            return "SPARK_LEASE_S, SPARK_JOB_STALL_S and SPARK_SEPARATE_WAIT_S must be positive"
         return None

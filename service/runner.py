@@ -44,22 +44,26 @@ def error_code(err: BaseException) -> str:
 
 
 class Runner:
-    """Loads the model pack in the background and runs separations (from the worker thread only)."""
+    """The model pack, shared by the workers: one `Separator` per worker device, loaded in the background.
 
-    def __init__(self, models_dir: str | None, device: str = "auto", gpu_id: int = 0, large_gpu: bool = False,
-                 allow_demo: bool = True):
+    The pack's state (loading | ready | missing_models | error) is one fact for all devices. Each worker calls
+    `separate(..., slot=i)` on its own Separator from its own thread only.
+    """
+
+    def __init__(self, models_dir: str | None, devices: list[tuple[str, int]] | None = None,
+                 large_gpu: bool = False, allow_demo: bool = True, threads: int | None = None):
         self.models_dir = models_dir
         self.allow_demo = allow_demo
-        self.device_pref = device
-        self.gpu_id = gpu_id
+        self.devices = devices or [("cpu", 0)]
         self.large_gpu = large_gpu
+        self.threads = threads
         self.state = "loading"  # loading | ready | missing_models | error
         self.reason = "loading"
         self.missing: list[str] = []
         self.pack_kind: str | None = None
-        self.device = "cpu"
+        self.device = "cpu"  # the first worker's (older /status field)
         self.device_facts: dict = {"type": "cpu"}
-        self._sep = None
+        self._seps: list = []
         self._thread: threading.Thread | None = None
 
     # ---- start-up
@@ -70,18 +74,24 @@ class Runner:
     def _load(self) -> None:
         try:
             from mvsep import Separator
-            sep = Separator(model_dir=self.models_dir, device=self.device_pref, gpu_id=self.gpu_id,
-                            large_gpu=self.large_gpu, allow_demo=self.allow_demo)
-            self.device, self.device_facts = sep.device, _device_facts(sep.device, self.gpu_id)
-            self.pack_kind = sep.pack.kind
-            opts = self.make_options({})
-            missing = list(sep.missing(opts))
-            if missing:
-                raise ModelPackError("model files missing", missing)
-            sep.warm(opts)
-            self._sep = sep
+            seps = []
+            for device, gpu_id in self.devices:
+                sep = Separator(model_dir=self.models_dir, device=device, gpu_id=gpu_id, large_gpu=self.large_gpu,
+                                allow_demo=self.allow_demo, threads=self.threads if device == "cpu" else None)
+                if seps:  # the pack's files were verified once already (same files, same size+mtime)
+                    sep.pack._verified = seps[0].pack._verified
+                self.pack_kind = sep.pack.kind
+                opts = self.make_options({})
+                missing = list(sep.missing(opts))
+                if missing:
+                    raise ModelPackError("model files missing", missing)
+                sep.warm(opts)
+                seps.append(sep)
+            self._seps = seps
+            self.device, self.device_facts = seps[0].device, self.facts(0)
             self.state, self.reason = "ready", "ready"
-            log.info("model pack %s (%s) ready on %s", sep.pack.dir, sep.pack.kind, self.device)
+            log.info("model pack %s (%s) ready on %s", seps[0].pack.dir, seps[0].pack.kind,
+                     ", ".join(self.facts(i)["torch"] for i in range(len(seps))))
         except ModelPackError as e:
             self.missing = list(e.missing)
             if self.missing:
@@ -95,6 +105,25 @@ class Runner:
         except Exception as e:  # a bug or a broken install: the trace goes to the log only
             self.state, self.reason = "error", f"error: {type(e).__name__} while loading the model pack"
             log.exception("loading the model pack failed")
+
+    def facts(self, slot: int) -> dict:
+        """Where worker `slot` runs, as torch and ONNX Runtime were actually set up (read back from them)."""
+        device, gpu_id = self.devices[slot]
+        if slot >= len(self._seps):
+            return {"type": device, "gpu_id": gpu_id if device == "cuda" else None}
+        sep = self._seps[slot]
+        facts = _device_facts(sep.device, gpu_id, self.threads)
+        facts["torch"] = str(sep.pack.torch_device())
+        onnx = {}
+        for key in sep.pack.resident():
+            if key.startswith("onnx:"):
+                session = sep.pack.onnx(key[5:])
+                onnx = {"providers": session.get_providers(),
+                        "device_id": session.get_provider_options().get("CUDAExecutionProvider", {}).get(
+                            "device_id")}
+                break
+        facts["onnx"] = onnx
+        return facts
 
     # ---- requests
     @staticmethod
@@ -112,10 +141,10 @@ class Runner:
 
     def check(self, opts) -> None:
         """Raise ModelPackError (503) / NotInPackError (422) when the pack cannot serve these options."""
-        if self._sep is None:
+        if not self._seps:
             return  # still loading: the job waits in the queue
-        if self._sep.missing(opts):
-            self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)  # raises
+        if self._seps[0].missing(opts):
+            self._seps[0].pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)  # raises
 
     @staticmethod
     def probe(path: Path) -> dict:
@@ -130,21 +159,28 @@ class Runner:
 
     def separate(self, input_path: Path, out_dir: Path, params: dict,
                  progress: Callable[[float, str], None], cancel: Callable[[], bool],
-                 work_dir: Path | None = None) -> tuple[dict[str, Path], dict]:
-        """Run one separation; returns ({stem: path} of every stem the engine wrote, {stage: seconds})."""
-        if self._sep is None:
+                 work_dir: Path | None = None, slot: int = 0, facts: dict | None = None,
+                 ) -> tuple[dict[str, Path], dict]:
+        """Run one separation on worker `slot`'s device; `facts` (from `probe`) spare the engine its own probe.
+        Returns ({stem: path} of every stem the engine wrote, {stage: seconds})."""
+        if slot >= len(self._seps):
             raise ModelPackError(self.reason, self.missing)
         opts = self.make_options(params)
-        res = self._sep.separate_file(str(input_path), str(out_dir), opts, stems=params["stems"],
-                                      progress=progress, cancel=cancel,
-                                      work_dir=str(work_dir) if work_dir else None, name="stem")
+        info = None
+        if facts and facts.get("frames") and facts.get("sample_rate"):
+            from mvsep.audio import AudioInfo
+            info = AudioInfo(int(facts["sample_rate"]), int(facts["channels"]), int(facts["frames"]),
+                             float(facts["duration_s"]), facts.get("codec") or "", facts.get("container") or "")
+        res = self._seps[slot].separate_file(str(input_path), str(out_dir), opts, stems=params["stems"],
+                                             progress=progress, cancel=cancel, info=info,
+                                             work_dir=str(work_dir) if work_dir else None, name="stem")
         return {k: Path(v) for k, v in res.stems.items()}, dict(res.timings or {})
 
 
-def _device_facts(device: str, gpu_id: int) -> dict:
+def _device_facts(device: str, gpu_id: int, threads: int | None = None) -> dict:
     import torch
     if device != "cuda":
-        return {"type": "cpu", "threads": torch.get_num_threads()}
+        return {"type": "cpu", "threads": threads or torch.get_num_threads()}
     props = torch.cuda.get_device_properties(gpu_id)
     return {"type": "cuda", "gpu_id": gpu_id, "name": props.name,
             "memory_gb": round(props.total_memory / 2**30, 1)}
