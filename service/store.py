@@ -120,6 +120,13 @@ class Store:
         except OSError as e:
             log.warning("job %s: log line not written (%s): %s", job_id, e.strerror or e, message)
 
+    def strip(self, job_id: str) -> None:
+        """A failed job keeps its log only (no input, partial results or temp files)."""
+        d = self.job_dir(job_id)
+        for p in d.iterdir() if d.is_dir() else ():
+            if p.name != "job.log":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
     def delete_files(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 

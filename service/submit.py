@@ -221,8 +221,6 @@ async def download(svc: Services, job_id: str, url: str, options: dict) -> None:
                                                                     error=error)):
                     st.log(job_id, f"failed: {error['message']}")
                     svc.metrics.jobs.labels("failed").inc()
-                for p in st.job_dir(job_id).glob("*"):
-                    if p.name != "job.log":
-                        p.unlink(missing_ok=True)
+                await anyio.to_thread.run_sync(st.strip, job_id)
         svc.downloads.pop(job_id, None)
         svc.wake(job_id)

@@ -50,6 +50,7 @@ class Supervisor(threading.Thread):
                                       "it runs again from the start")
             log.info("job %s requeued: its lease ran out", job["id"])
         for job in failed:
+            self.store.strip(job["id"])
             self.store.log(job["id"], f"failed: {job['error']['message']}")
             log.warning("job %s failed: %s", job["id"], job["error"]["message"])
             self.metrics.jobs.labels("failed").inc()
@@ -81,5 +82,5 @@ class Supervisor(threading.Thread):
                     self.metrics.jobs.labels("failed").inc()
                     self.store.log(job_id, f"failed: {message}")
                     log.error("job %s on %s: %s", job_id, w.worker_id, message)
-                w._clean(job_id)
+                self.store.strip(job_id)
                 self.on_finished(job_id)

@@ -49,13 +49,13 @@ async def wait_finished(svc: Services, job: dict) -> dict:
             await asyncio.wait({woken, stopping}, timeout=min(2.0, left), return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
             event.clear()
-            if svc.stopping.is_set():
-                raise ApiError(503, "shutting_down", "the server is restarting; the job runs again after the "
-                               "restart: poll it with GET /jobs/{id}", job_id=job_id, headers={
-                                   "Retry-After": "30", "Location": f"/jobs/{job_id}"})
             job = await anyio.to_thread.run_sync(svc.store.get, job_id)
             if job is None:
                 raise ApiError(410, "gone", "the job was deleted")
+            if svc.stopping.is_set() and job["state"] not in FINISHED:
+                raise ApiError(503, "shutting_down", "the server is restarting; the job runs again after the "
+                               "restart: poll it with GET /jobs/{id}", job_id=job_id, headers={
+                                   "Retry-After": "30", "Location": f"/jobs/{job_id}"})
     finally:
         stopping.cancel()
         svc.waiters.pop(job_id, None)
