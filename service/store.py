@@ -170,7 +170,8 @@ class Store:
                      source_url, owner, now + lease_s if owner else None))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
+                    self._db.execute("ROLLBACK")
                 raise
         self._changed(job_id)
         return job_id
@@ -248,7 +249,8 @@ class Store:
                     f"lease_until=NULL WHERE state='running' AND {dead} RETURNING *", (now,)).fetchall()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
+                    self._db.execute("ROLLBACK")
                 raise
         self._changed(*[r["id"] for r in failed + requeued])
         return [self._row(r) for r in requeued], [self._row(r) for r in failed]
