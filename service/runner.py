@@ -120,10 +120,18 @@ class Runner:
                 session = sep.pack.onnx(key[5:])
                 onnx = {"providers": session.get_providers(),
                         "device_id": session.get_provider_options().get("CUDAExecutionProvider", {}).get(
-                            "device_id")}
+                            "device_id"),
+                        "threads": session.get_session_options().intra_op_num_threads}
                 break
         facts["onnx"] = onnx
         return facts
+
+    def bind_thread(self, slot: int) -> None:
+        """Make worker `slot`'s GPU the calling thread's current CUDA device (torch keeps it per thread)."""
+        device, gpu_id = self.devices[slot]
+        if device == "cuda":
+            import torch
+            torch.cuda.set_device(gpu_id)
 
     # ---- requests
     @staticmethod

@@ -183,7 +183,8 @@ class Store:
         """A downloading job has its input: it joins the queue (False when canceled meanwhile)."""
         cur = self._exec("UPDATE jobs SET state='queued', stage='queued', input=?, worker=NULL, lease_until=NULL, "
                          "source_url=NULL WHERE id=? AND state='downloading'", (json.dumps(input_facts), job_id))
-        self._changed(job_id)
+        if cur.rowcount:
+            self._changed(job_id)
         return cur.rowcount == 1
 
     def get(self, job_id: str) -> dict | None:
@@ -260,7 +261,8 @@ class Store:
         cur = self._exec("UPDATE jobs SET state='queued', stage='queued', progress=0, started_at=NULL, worker=NULL, "
                          "lease_until=NULL, attempts=MAX(attempts-1, 0) WHERE id=? AND state='running' "
                          "AND worker=?", (job_id, worker))
-        self._changed(job_id)
+        if cur.rowcount:
+            self._changed(job_id)
         return cur.rowcount == 1
 
     def update_running(self, job_id: str, **fields) -> None:

@@ -83,6 +83,10 @@ class Worker(threading.Thread):
         return self.busy_s + (time.monotonic() - self.job_t0 if self.current else 0.0)
 
     def run(self) -> None:
+        try:
+            self.runner.bind_thread(self.slot)
+        except Exception:
+            log.exception("worker %s: cannot select its GPU", self.worker_id)
         while not self._halt.is_set():
             job = None
             try:

@@ -60,6 +60,7 @@ def test_two_cpu_workers_run_jobs_in_parallel(tmp_path, vocals_pack):
             for w in workers:  # what torch and ONNX Runtime were set up with, read back from them
                 assert w["facts"]["torch"] == "cpu" and w["facts"]["threads"] == 1
                 assert w["facts"]["onnx"]["providers"] == ["CPUExecutionProvider"]
+                assert w["facts"]["onnx"]["threads"] == 1
             jobs = [upload(c, make_wav(tmp_path / f"{i}.wav", 3.0, seed=i)).json()["id"] for i in range(2)]
             seen = set()
             done = [wait_job(c, j, check=lambda _: seen.update(
