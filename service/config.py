@@ -49,7 +49,7 @@ class Config:
     job_stall_s: float = 900.0
     lease_s: float = 30.0
     separate_wait_s: float = 3600.0
-    disk_reserve_mb: float = 256.0
+    disk_reserve_mb: float | None = None  # None: 5% of the data disk, at most 256 MB
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
@@ -80,7 +80,7 @@ class Config:
             job_stall_s=_num(env, "SPARK_JOB_STALL_S", 900.0, float),
             lease_s=_num(env, "SPARK_LEASE_S", 30.0, float),
             separate_wait_s=_num(env, "SPARK_SEPARATE_WAIT_S", 3600.0, float),
-            disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", 256.0, float),
+            disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", None, float),
         )
 
     def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 MODEL_RATE = 44100
 BYTES_PER_SAMPLE = {"wav": 4, "wav16": 2, "wav24": 3, "flac": 3}  # flac: at most its 24-bit PCM size
 MP3_BYTES_PER_S = 40_000  # 320 kbit/s
-SLACK = 4 << 20  # headers, the log, the zip directory
+SLACK = 1 << 20  # headers, the log, the zip directory
 
 
 def need_bytes(facts: dict, options: dict) -> dict:
@@ -42,6 +42,14 @@ def need_bytes(facts: dict, options: dict) -> dict:
 
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def reserve_bytes(path: Path, reserve_mb: float | None) -> int:
+    """Space jobs leave free (for SQLite, logs, uploads): SPARK_DISK_RESERVE_MB, else 5% of the disk, at most
+    256 MB."""
+    if reserve_mb is not None:
+        return int(reserve_mb * 2**20)
+    return min(256 << 20, shutil.disk_usage(path).total // 20)
 
 
 def is_disk_full(exc: BaseException | None, path: Path) -> bool:

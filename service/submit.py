@@ -101,11 +101,12 @@ async def take_input(svc: Services, job_id: str, upload, info: dict, options: di
         raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
                        f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
     need = disk.need_bytes(facts, options)["total"]
-    free = await anyio.to_thread.run_sync(disk.free_bytes, cfg.data_dir) - int(cfg.disk_reserve_mb * 2**20)
+    reserve = disk.reserve_bytes(cfg.data_dir, cfg.disk_reserve_mb)
+    free = await anyio.to_thread.run_sync(disk.free_bytes, cfg.data_dir) - reserve
     if need > free:
-        raise ApiError(507, "insufficient_storage", f"the job needs about {disk.mb(need)} MB of disk and "
-                       f"{disk.mb(max(free, 0))} MB are free (beyond the reserve of {cfg.disk_reserve_mb:g} MB)",
-                       need_mb=disk.mb(need), free_mb=disk.mb(max(free, 0)))
+        raise ApiError(507, "insufficient_storage", f"not enough disk for this job: it needs about {disk.mb(need)} "
+                       f"MB and {disk.mb(max(free, 0))} MB are free (beyond the reserve of {disk.mb(reserve)} MB)",
+                       need_mb=disk.mb(need), free_mb=disk.mb(max(free, 0)), headers={"Retry-After": "60"})
     facts.update(info, name=name)
     return facts
 

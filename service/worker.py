@@ -132,7 +132,8 @@ class Worker(threading.Thread):
         """True: run it. False: it went back to the queue to wait for running jobs to free space.
         Raises rn.MvsepError-like _DiskError when it cannot fit even on a disk without other jobs."""
         need = disk.need_bytes(job["input"], job["options"])["total"]
-        free = disk.free_bytes(self.store.data_dir) - int(self.cfg.disk_reserve_mb * 2**20)
+        free = disk.free_bytes(self.store.data_dir) - disk.reserve_bytes(self.store.data_dir,
+                                                                         self.cfg.disk_reserve_mb)
         if need > free + self._freeable(job["id"]):
             raise _DiskError(need, free)
         others = sum(disk.need_bytes(j["input"], j["options"])["total"] for j in self.store.list("running")

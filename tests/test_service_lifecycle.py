@@ -120,6 +120,30 @@ def test_a_job_killed_with_the_process_three_times_fails_and_the_next_runs(tmp_p
         srv.stop()
 
 
+def test_two_processes_on_one_data_dir_share_the_queue_and_take_over_a_dead_ones_job(tmp_path, vocals_pack):
+    data = tmp_path / "data"
+    a = Server(data, vocals_pack, SPARK_LEASE_S=2).start()
+    b = Server(data, vocals_pack, SPARK_LEASE_S=2).start()
+    try:
+        with a.client() as c:
+            ids = [upload(c, make_wav(tmp_path / f"{i}.wav", 3.0, seed=i)).json()["id"] for i in range(4)]
+            deadline = time.monotonic() + 60
+            while not (mine := [w["job"] for w in c.get("/status").json()["workers"] if w["job"]]):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        a.kill9()  # its job's lease is no longer renewed: b takes it over after SPARK_LEASE_S
+        with b.client() as c:
+            jobs = {j: wait_job(c, j) for j in ids}
+        assert all(j["state"] == "succeeded" for j in jobs.values())
+        assert jobs[mine[0]]["attempts"] == 2 and sum(j["attempts"] for j in jobs.values()) == 5
+        for j in ids:  # never two runs at once: each run's start is followed by its end or a takeover
+            log = (data / "jobs" / j / "job.log").read_text()
+            assert log.count("started (attempt") == jobs[j]["attempts"]
+    finally:
+        a.stop()
+        b.stop()
+
+
 @pytest.mark.parametrize("fault,code", [("sleep", "stalled"), ("cuda", "device_error")])
 def test_a_hung_model_or_a_fatal_cuda_error_fails_the_job_and_restarts_the_process(tmp_path, faulty_packs,
                                                                                     fault, code):
