@@ -89,7 +89,7 @@ class Config:
         if not items:
             if self.device == "cpu" or visible_gpus == 0:
                 return [("cpu", 0)]
-            if self.device == "cuda" and self.gpus == "" and self.gpu_id:
+            if self.gpus == "" and self.gpu_id:
                 return [("cuda", self.gpu_id)]  # the older single-GPU setting
             return [("cuda", i) for i in range(visible_gpus)]
         out = []

@@ -19,6 +19,8 @@ import soundfile as sf
 import torch
 
 from mvsep import toypack
+from service import disk
+from service.config import Config
 from service.store import Store, new_job_id
 from test_service_support import Server, make_wav, wait_job
 
@@ -268,6 +270,48 @@ def test_idempotency_key_and_the_bounded_wait(tmp_path, vocals_pack):
             r = c.post("/separate", json={"url": "http://127.0.0.1:1/x.wav"}, headers={"Idempotency-Key": "k1"})
             assert r.status_code == 200 and r.headers["x-spark-job-id"] == first  # the first job's result
             assert sf.info(io.BytesIO(r.content)).frames == 4 * 44100
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("env,visible,expected", [
+    ({}, 0, [("cpu", 0)]),
+    ({}, 2, [("cuda", 0), ("cuda", 1)]),
+    ({"SPARK_GPUS": "cpu"}, 2, [("cpu", 0)]),
+    ({"SPARK_GPUS": "cpu,cpu"}, 0, [("cpu", 0), ("cpu", 1)]),
+    ({"SPARK_GPUS": "1, 3"}, 4, [("cuda", 1), ("cuda", 3)]),
+    ({"SPARK_DEVICE": "cpu"}, 2, [("cpu", 0)]),
+    ({"SPARK_GPU_ID": "2"}, 4, [("cuda", 2)]),
+])
+def test_spark_gpus_names_the_workers(env, visible, expected):
+    assert Config.from_env(env).worker_devices(visible) == expected
+
+
+def test_spark_gpus_refuses_junk():
+    with pytest.raises(SystemExit, match="SPARK_GPUS"):
+        Config.from_env({"SPARK_GPUS": "gpu0"}).worker_devices(1)
+
+
+def test_the_disk_estimate_bounds_what_a_job_writes(tmp_path, random_pack):
+    data = tmp_path / "data"
+    srv = Server(data, random_pack).start()
+    try:
+        with srv.client() as c:
+            job = upload(c, make_wav(tmp_path / "a.wav", 4.0, sr=48000), stems="all").json()
+            peak = 0
+            while (state := c.get(f"/jobs/{job['id']}").json()["state"]) in ("queued", "running"):
+                used = 0
+                for p in (data / "jobs" / job["id"]).rglob("*"):
+                    try:
+                        if p.is_file() and not p.name.startswith("input"):
+                            used += p.stat().st_blocks * 512
+                    except OSError:
+                        pass  # renamed or deleted meanwhile
+                peak = max(peak, used)
+                time.sleep(0.01)
+            assert state == "succeeded"
+        need = disk.need_bytes(job["input"], job["options"])
+        assert peak <= need["total"] and peak > need["work"] / 2, (peak, need)
     finally:
         srv.stop()
 
