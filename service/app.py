@@ -27,11 +27,22 @@ from .metrics import Metrics
 from .routes import files, jobs, system
 from .schemas import ErrorBody
 from .store import Store
+from .submit import resume_downloads
 from .supervisor import Supervisor
 from .worker import Worker
 
 log = logging.getLogger("spark.app")
 ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 415, 422, 429, 500, 503, 507)}
+
+
+async def _downloads(svc: Services) -> None:
+    """Take over URL jobs whose process stopped mid-download (every third of a lease)."""
+    while True:
+        try:
+            await resume_downloads(svc)
+        except Exception:
+            log.exception("resuming downloads failed")
+        await asyncio.sleep(max(0.1, svc.cfg.lease_s / 3))
 
 
 async def _janitor(svc: Services) -> None:
@@ -73,12 +84,18 @@ def _lifespan(svc: Services):
             w.start()
         supervisor.start()
         janitor = asyncio.create_task(_janitor(svc))
+        downloads = asyncio.create_task(_downloads(svc))
         try:
             yield
         finally:
             janitor.cancel()
-            for task in list(svc.downloads.values()):
+            downloads.cancel()
+            fetching = dict(svc.downloads)
+            for task in fetching.values():
                 task.cancel()
+            await asyncio.gather(*fetching.values(), return_exceptions=True)
+            # their leases end now: the next start fetches them again at once
+            await anyio.to_thread.run_sync(store.renew, [(j, svc.downloader_id) for j in fetching], -1.0)
             for w in svc.workers:
                 w.stop()
             for w in svc.workers:

@@ -231,20 +231,21 @@ class Store:
                                  "AND state IN ('running','downloading')", [(until, j, w) for j, w in held])
 
     def reclaim_expired(self, max_attempts: int) -> tuple[list[dict], list[dict]]:
-        """Running jobs whose lease ran out (their process died): (requeued, failed after max_attempts runs).
-        Downloading jobs whose lease ran out fail: their download died with the process."""
+        """Jobs whose lease ran out (their process died): running ones are requeued, or fail once they were
+        started `max_attempts` times; downloading ones fail at that cap too (`take_downloads` restarts the
+        others). Returns (requeued, failed)."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 dead = "(lease_until IS NULL OR lease_until < ?)"
                 failed = self._db.execute(
-                    "UPDATE jobs SET state='failed', stage='failed', finished_at=?, worker=NULL, error=json_object("
-                    "'code', 'interrupted', 'status', 500, 'message', CASE state WHEN 'running' THEN "
-                    "'interrupted ' || attempts || ' times (the process stopped while it ran); not run again' "
-                    "ELSE 'the server restarted during the download; submit the job again' END) "
-                    f"WHERE (state='running' AND attempts >= ? OR state='downloading') AND {dead} RETURNING *",
-                    (now, max_attempts, now)).fetchall()
+                    "UPDATE jobs SET state='failed', stage='failed', finished_at=?, worker=NULL, source_url=NULL, "
+                    "error=json_object('code', 'interrupted', 'status', 500, 'message', 'interrupted ' || attempts "
+                    "|| ' times (the process stopped while it ' || CASE state WHEN 'running' THEN 'ran' "
+                    "ELSE 'downloaded the input' END || '); not run again') "
+                    f"WHERE (state IN ('running', 'downloading') AND attempts >= ? OR state='downloading' AND "
+                    f"source_url IS NULL) AND {dead} RETURNING *", (now, max_attempts, now)).fetchall()
                 requeued = self._db.execute(
                     "UPDATE jobs SET state='queued', progress=0, stage='queued', started_at=NULL, worker=NULL, "
                     f"lease_until=NULL WHERE state='running' AND {dead} RETURNING *", (now,)).fetchall()
@@ -255,6 +256,17 @@ class Store:
                 raise
         self._changed(*[r["id"] for r in failed + requeued])
         return [self._row(r) for r in requeued], [self._row(r) for r in failed]
+
+    def take_downloads(self, owner: str, lease_s: float, max_attempts: int) -> list[dict]:
+        """Downloading jobs whose process stopped: `owner` takes them over to fetch their URL again."""
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE jobs SET worker=?, lease_until=?, attempts=attempts+1 WHERE state='downloading' AND "
+                "source_url IS NOT NULL AND attempts < ? AND (lease_until IS NULL OR lease_until < ?) RETURNING *",
+                (owner, now + lease_s, max_attempts, now)).fetchall()
+        self._changed(*[r["id"] for r in rows])
+        return [self._row(r) for r in rows]
 
     def release(self, job_id: str, worker: str) -> bool:
         """Give a running job back to the queue without counting the run (shutdown, waiting for disk)."""

@@ -189,6 +189,15 @@ def start_download(svc: Services, job_id: str, url: str, options: dict) -> None:
     svc.downloads[job_id] = asyncio.get_running_loop().create_task(download(svc, job_id, url, options))
 
 
+async def resume_downloads(svc: Services) -> None:
+    """URL jobs whose process stopped during the download (their lease ran out) are fetched again here."""
+    for job in await anyio.to_thread.run_sync(svc.store.take_downloads, svc.downloader_id, svc.cfg.lease_s,
+                                              svc.cfg.max_attempts):
+        svc.store.log(job["id"], f"the process downloading this job stopped; downloading again (attempt "
+                                 f"{job['attempts']})")
+        start_download(svc, job["id"], job["source_url"], job["options"])
+
+
 async def download(svc: Services, job_id: str, url: str, options: dict) -> None:
     """A URL job's input: fetch, probe, caps; then the job joins the queue, or fails with the error code the
     request would have had (bad_url, url_refused, too_large, too_long, url_unreachable, url_timeout, ...)."""
@@ -204,9 +213,10 @@ async def download(svc: Services, job_id: str, url: str, options: dict) -> None:
             svc.wake_workers()
         else:  # canceled meanwhile
             await anyio.to_thread.run_sync(st.delete_files, job_id)
-    except asyncio.CancelledError:  # DELETE (the row is canceled already) or shutdown
-        error = {"code": "interrupted", "message": "the server stopped during the download; submit the job "
-                 "again", "status": 503}
+    except asyncio.CancelledError:  # DELETE (the row is canceled already) or shutdown (fetched again later)
+        with anyio.CancelScope(shield=True):
+            for name in ("upload", *(p.name for p in st.job_dir(job_id).glob("input*"))):
+                (st.job_dir(job_id) / name).unlink(missing_ok=True)
         raise
     except ApiError as e:
         error = {"code": e.code, "message": e.message, "status": e.status,

@@ -5,6 +5,7 @@ Real server subprocesses on 127.0.0.1; faults are injected into the real code pa
 raises a CUDA error on a marked input, a tmpfs data dir that fills up)."""
 from __future__ import annotations
 
+import http.server
 import io
 import shutil
 import signal
@@ -244,6 +245,57 @@ def test_sigterm_answers_the_waiting_client_503_and_the_job_runs_after_the_resta
             assert job["state"] == "succeeded" and job["attempts"] == 1
     finally:
         srv.stop()
+
+
+def test_sigterm_during_a_url_download_fetches_it_again_after_the_restart(tmp_path, vocals_pack):
+    wav = make_wav(tmp_path / "slow.wav", 2.0).read_bytes()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(wav)))
+            self.end_headers()
+            try:
+                for i in range(0, len(wav), 20000):  # ~4 s in all
+                    self.wfile.write(wav[i:i + 20000])
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/slow.wav"
+    data = tmp_path / "data"
+    srv = Server(data, vocals_pack, SPARK_ALLOW_PRIVATE_URLS=1).start()
+    answer = {}
+    try:
+        def separate():
+            with srv.client() as c:
+                r = c.post("/separate", json={"url": url, "stems": "vocals"})
+                answer.update(status=r.status_code, body=r.json())
+
+        t = threading.Thread(target=separate)
+        t.start()
+        with srv.client() as c:
+            deadline = time.monotonic() + 30
+            while not c.get("/jobs?state=downloading").json()["jobs"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        srv.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert answer["status"] == 503 and answer["body"]["error"] == "shutting_down", answer
+        srv.proc.wait(30)
+        srv = Server(data, vocals_pack, SPARK_ALLOW_PRIVATE_URLS=1).start()
+        with srv.client() as c:
+            job = wait_job(c, answer["body"]["job_id"])
+            assert job["state"] == "succeeded" and job["input"]["bytes"] == len(wav)
+            assert "downloading again" in c.get(f"/jobs/{job['id']}/logs").json()["text"]
+    finally:
+        srv.stop()
+        httpd.shutdown()
 
 
 def test_idempotency_key_and_the_bounded_wait(tmp_path, vocals_pack):
