@@ -1,6 +1,7 @@
 """Start the separation service: `python server.py` (settings: HOST, PORT, SPARK_* env vars; docs/api.md)."""
 
 import logging
+import os
 import resource
 import sys
 
@@ -32,8 +33,22 @@ def main() -> int:
     limits = Limits(cfg.header_timeout_s, cfg.body_timeout_s, connection_cap(cfg.max_connections))
     logging.getLogger("spark.server").info("at most %d connections; head timeout %g s, body timeout %g s",
                                            limits.max_connections, limits.header_timeout_s, limits.body_timeout_s)
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info", http=protocol_class(limits),
-                timeout_keep_alive=cfg.keepalive_s, timeout_graceful_shutdown=5, proxy_headers=False)
+    app = create_app(cfg)
+    svc = app.state.services
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # SIGTERM/SIGINT: requests waiting on a job answer 503 at once
+            svc.begin_stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", http=protocol_class(limits),
+                                   timeout_keep_alive=cfg.keepalive_s, timeout_graceful_shutdown=5,
+                                   proxy_headers=False))
+    svc.stop_server = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if svc.exit_code:
+        logging.shutdown()
+        os._exit(svc.exit_code)  # a stuck worker thread must not hold the exit
     return 0
 
 

@@ -159,15 +159,18 @@ class Separator:
     def separate_file(self, input_path, output_dir, opts: Options | None = None, *, stems=None,
                       progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
                       work_dir=None, name: str | None = None,
-                      suffixes: dict[str, str] | None = None) -> SeparationResult:
+                      suffixes: dict[str, str] | None = None,
+                      info: audio.AudioInfo | None = None) -> SeparationResult:
         """Separate a media file into stem files `<name>_<stem><ext>` in `output_dir`.
+
+        `info`: the input's `probe()` when the caller already has it (the probe decodes the whole file).
 
         Stems have the input's sample rate and exactly its frame count (or 44.1 kHz when asked). Each file is
         written under a temporary name and renamed when complete; on any error none of them is left behind.
         """
         opts = self.check_options(opts or Options())
         stems = self._stems_asked(opts, stems)
-        info = audio.probe(input_path)
+        info = info or audio.probe(input_path)
         self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
         out_rate = info.sample_rate if opts.sample_rate == "native" else MODEL_RATE
         out_frames = info.frames if opts.sample_rate == "native" else audio.out_frames(

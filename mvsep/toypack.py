@@ -206,6 +206,40 @@ def write_bandsplit_demucs(path, cutoff_hz: float, seed: int = 0, segment=TOY_SE
     return _save_demucs(path, model, {"toy": True, "model": "bandsplit", "seed": seed}, half=False)
 
 
+class FaultyDemucs(BandSplitDemucs):
+    """BandSplitDemucs that fails on a marked input: a window whose peak passes `crest` times its RMS (a
+    click in near-silence; music and test tones stay far below) makes it sleep `sleep_s` seconds (a hung
+    model) or raise the CUDA error text of an illegal memory access (a fatal device error). Service tests
+    put it in a pack to inject these faults into the real worker."""
+
+    def __init__(self, fault: str = "sleep", crest: float = 30.0, sleep_s: float = 3600.0, cutoff_hz: float = 4000.0,
+                 sources=SOURCES_4, segment=TOY_SEGMENT, samplerate: int = SAMPLERATE, audio_channels: int = 2,
+                 tag: int = 0):
+        kwargs = dict(cutoff_hz=cutoff_hz, sources=sources, segment=segment, samplerate=samplerate,
+                      audio_channels=audio_channels, tag=tag)
+        super().__init__(**kwargs)
+        self.fault, self.crest, self.sleep_s = fault, float(crest), float(sleep_s)
+        # what the checkpoint re-creates it from (the parent's capture_init recorded only its own arguments)
+        self._init_args_kwargs = ((), dict(kwargs, fault=fault, crest=crest, sleep_s=sleep_s))
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        rms = mix.double().pow(2).mean().sqrt()
+        if mix.abs().max() > self.crest * rms + 1e-12:
+            if self.fault == "sleep":
+                import time
+                time.sleep(self.sleep_s)
+            else:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered\n"
+                                   "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")
+        return super().forward(mix)
+
+
+def write_faulty_demucs(path, fault: str = "sleep", sleep_s: float = 3600.0, cutoff_hz: float = 4000.0) -> Path:
+    model = FaultyDemucs(fault=fault, sleep_s=sleep_s, cutoff_hz=float(cutoff_hz), sources=list(SOURCES_4),
+                         segment=TOY_SEGMENT, samplerate=SAMPLERATE, audio_channels=2)
+    return _save_demucs(path, model, {"toy": True, "model": f"faulty-{fault}"}, half=False)
+
+
 # ---------------------------------------------------------------- packs
 
 def write_manifest(pack_dir) -> Path:

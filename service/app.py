@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import uuid
 
@@ -25,10 +28,22 @@ from .metrics import Metrics
 from .routes import files, jobs, system
 from .schemas import ErrorBody
 from .store import Store
+from .submit import resume_downloads
+from .supervisor import Supervisor
 from .worker import Worker
 
 log = logging.getLogger("spark.app")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 507)}
+
+
+async def _downloads(svc: Services) -> None:
+    """Take over URL jobs whose process stopped mid-download (every third of a lease)."""
+    while True:
+        try:
+            await resume_downloads(svc)
+        except Exception:
+            log.exception("resuming downloads failed")
+        await asyncio.sleep(max(0.1, svc.cfg.lease_s / 3))
 
 
 async def _janitor(svc: Services) -> None:
@@ -40,6 +55,8 @@ async def _janitor(svc: Services) -> None:
             for job_id in await anyio.to_thread.run_sync(svc.store.expired, ttl):
                 await anyio.to_thread.run_sync(svc.store.delete, job_id)
                 log.info("job %s expired and was deleted", job_id)
+            for job_id in await anyio.to_thread.run_sync(svc.store.orphan_dirs):
+                await anyio.to_thread.run_sync(svc.store.delete_files, job_id)
         except Exception:
             log.exception("janitor failed")
         await asyncio.sleep(every)
@@ -49,27 +66,42 @@ def _lifespan(svc: Services):
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+        svc.loop, svc.stopping = loop, asyncio.Event()
         store = Store(svc.cfg.data_dir)
-        for job_id in store.requeue_running():
-            store.log(job_id, "the server restarted while this job ran; it runs again from the start")
-            log.info("job %s requeued after a restart", job_id)
-        for job_id in store.orphan_dirs():
-            store.delete_files(job_id)
 
         def finished(job_id: str) -> None:  # worker thread -> wake the requests waiting on this job
             loop.call_soon_threadsafe(svc.wake, job_id)
 
         svc.store = store
-        svc.worker = Worker(store, svc.runner, svc.metrics, on_finished=finished)
+        svc.process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        svc.workers = [Worker(i, f"{svc.process_id}/w{i}", store, svc.runner, svc.metrics, svc.cfg,
+                              on_finished=finished, on_fatal=svc.request_exit)
+                       for i in range(len(svc.runner.devices))]
+        supervisor = Supervisor(store, svc.workers, svc.cfg, svc.metrics, finished, svc.request_exit,
+                                held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)])
+        supervisor.beat()  # jobs of a process that died are requeued (or failed) before anything runs
         svc.runner.start()
-        svc.worker.start()
+        for w in svc.workers:
+            w.start()
+        supervisor.start()
         janitor = asyncio.create_task(_janitor(svc))
+        downloads = asyncio.create_task(_downloads(svc))
         try:
             yield
         finally:
             janitor.cancel()
-            svc.worker.stop()
-            await anyio.to_thread.run_sync(svc.worker.join, 10)
+            downloads.cancel()
+            fetching = dict(svc.downloads)
+            for task in fetching.values():
+                task.cancel()
+            await asyncio.gather(*fetching.values(), return_exceptions=True)
+            # their leases end now: the next start fetches them again at once
+            await anyio.to_thread.run_sync(store.renew, [(j, svc.downloader_id) for j in fetching], -1.0)
+            for w in svc.workers:
+                w.stop()
+            for w in svc.workers:
+                await anyio.to_thread.run_sync(w.join, 10)
+            supervisor.stop()
     return lifespan
 
 
@@ -109,9 +141,19 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+def _visible_gpus(cfg: Config) -> int:
+    if cfg.device == "cpu" or cfg.gpus == "cpu" or cfg.gpus.startswith("cpu,"):
+        return 0
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def create_app(cfg: Config) -> FastAPI:
+    devices = cfg.worker_devices(_visible_gpus(cfg))
+    n_cpu = sum(1 for d, _ in devices if d == "cpu")
+    threads = cfg.worker_threads or (max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu > 1 else None)
     svc = Services(cfg=cfg, metrics=Metrics(),
-                   runner=rn.Runner(cfg.models_dir, cfg.device, cfg.gpu_id, cfg.large_gpu, cfg.demo_pack))
+                   runner=rn.Runner(cfg.models_dir, devices, cfg.large_gpu, cfg.demo_pack, threads, cfg.device))
     svc.runner.limit_probes(cfg.max_probes, cfg.max_duration_s)
     app = FastAPI(title="Spark Dubbing separation service", version=__version__, lifespan=_lifespan(svc),
                   docs_url=None, redoc_url=None, openapi_url=None,

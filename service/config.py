@@ -48,6 +48,13 @@ class Config:
     keepalive_s: float = 5.0
     max_connections: int = 256
     max_probes: int = 2
+    gpus: str = ""  # SPARK_GPUS as given: "" = every visible GPU (the CPU when none), "cpu", "cpu,cpu", "0,1"
+    worker_threads: int = 0  # SPARK_WORKER_THREADS: torch/ORT threads per CPU worker (0 = cores / workers)
+    max_attempts: int = 3
+    job_stall_s: float = 900.0
+    lease_s: float = 30.0
+    separate_wait_s: float = 3600.0
+    disk_reserve_mb: float | None = None  # None: 5% of the data disk, at most 256 MB
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
@@ -77,7 +84,33 @@ class Config:
             keepalive_s=_num(env, "SPARK_KEEPALIVE_S", 5.0, float),
             max_connections=_num(env, "SPARK_MAX_CONNECTIONS", 256),
             max_probes=_num(env, "SPARK_MAX_PROBES", 2),
+            gpus=(env.get("SPARK_GPUS") or "").strip().lower(),
+            worker_threads=_num(env, "SPARK_WORKER_THREADS", 0),
+            max_attempts=_num(env, "SPARK_MAX_ATTEMPTS", 3),
+            job_stall_s=_num(env, "SPARK_JOB_STALL_S", 900.0, float),
+            lease_s=_num(env, "SPARK_LEASE_S", 30.0, float),
+            separate_wait_s=_num(env, "SPARK_SEPARATE_WAIT_S", 3600.0, float),
+            disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", None, float),
         )
+
+    def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:
+        """(device, gpu id) of each worker: SPARK_GPUS, else every visible GPU, else one CPU worker."""
+        items = [g.strip() for g in self.gpus.split(",") if g.strip()] if self.gpus not in ("", "all") else []
+        if not items:
+            if self.device == "cpu" or visible_gpus == 0:
+                return [("cpu", 0)]
+            if self.gpus == "" and self.gpu_id:
+                return [("cuda", self.gpu_id)]  # the older single-GPU setting
+            return [("cuda", i) for i in range(visible_gpus)]
+        out = []
+        for i, item in enumerate(items):
+            if item == "cpu":
+                out.append(("cpu", i))
+            elif item.isdigit():
+                out.append(("cuda", int(item)))
+            else:
+                raise SystemExit(f"SPARK_GPUS={self.gpus!r}: expected GPU numbers, cpu, or a comma list of them")
+        return out
 
     @property
     def max_upload_bytes(self) -> int:
@@ -102,4 +135,8 @@ class Config:
             return "SPARK_MAX_CONNECTIONS must be at least 2 and SPARK_MAX_PROBES at least 1"
         if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_s) <= 0:
             return "SPARK_HEADER_TIMEOUT_S, SPARK_BODY_TIMEOUT_S and SPARK_KEEPALIVE_S must be positive"
+        if self.max_attempts < 1:
+            return "SPARK_MAX_ATTEMPTS must be at least 1"
+        if self.lease_s <= 0 or self.job_stall_s <= 0 or self.separate_wait_s <= 0:
+            return "SPARK_LEASE_S, SPARK_JOB_STALL_S and SPARK_SEPARATE_WAIT_S must be positive"
         return None

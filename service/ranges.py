@@ -45,7 +45,8 @@ class RangeFileResponse(FileResponse):
     async def __call__(self, scope, receive, send):
         header = Headers(scope=scope).get("range")
         if header is not None and scope["method"] in ("GET", "HEAD"):
-            size = os.stat(self.path).st_size
+            # a zip member (views.ZipMemberResponse) sets stat_result to its own size
+            size = (self.stat_result or os.stat(self.path)).st_size
             keep = satisfiable_ranges(header, size)
             others = [(k, v) for k, v in scope["headers"] if k != b"range"]
             if keep is None:

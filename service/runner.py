@@ -45,25 +45,32 @@ def error_code(err: BaseException) -> str:
 
 
 class Runner:
-    """Loads the model pack in the background and runs separations (from the worker thread only)."""
+    """The model pack, shared by the workers: one `Separator` per worker device, loaded in the background.
+
+    The pack's state (loading | ready | missing_models | error) is one fact for all devices. Each worker calls
+    `separate(..., slot=i)` on its own Separator from its own thread only.
+    """
     probe_cap_s: float | None = None  # see limit_probes
     _probe_slots = threading.BoundedSemaphore(2)
 
-    def __init__(self, models_dir: str | None, device: str = "auto", gpu_id: int = 0, large_gpu: bool = False,
-                 allow_demo: bool = True):
+    def __init__(self, models_dir: str | None, devices: list[tuple[str, int]] | None = None,
+                 large_gpu: bool = False, allow_demo: bool = True, threads: int | None = None,
+                 requested: str = "auto"):
         self.models_dir = models_dir
+        self.requested = requested  # SPARK_DEVICE: auto | cpu | cuda
         self.allow_demo = allow_demo
-        self.device_pref = device
-        self.gpu_id = gpu_id
+        self.devices = devices or [("cpu", 0)]
         self.large_gpu = large_gpu
+        self.threads = threads
         self.state = "loading"  # loading | ready | missing_models | error
         self.reason = "loading"
         self.missing: list[str] = []
         self.pack_kind: str | None = None
-        self.device = "cpu"
+        self.device = "cpu"  # the first worker's (older /status field)
         self.device_facts: dict = {"type": "cpu"}
         self.degraded: str | None = None  # why an `auto` service on a GPU machine runs (partly) on the CPU
-        self._sep = None
+        self._seps: list = []
+        self._reports: list = []  # the GPU self-test of each worker's device
         self._thread: threading.Thread | None = None
 
     # ---- start-up
@@ -74,24 +81,36 @@ class Runner:
     def _load(self) -> None:
         try:
             from mvsep import Separator, gpu_check
-            report = gpu_check.check(self.device_pref, self.gpu_id)
-            self.device_facts = _device_facts("cpu", self.gpu_id, report)
-            if report.blocking:  # state "error": submit and the worker already refuse / fail jobs on it
-                self.state, self.reason = "error", "gpu_unusable: " + report.blocking
+            # SPARK_DEVICE=cuda on a box where no GPU is visible still resolves to a CPU worker: the self-test
+            # of the requested device is what makes that a loud failure.
+            self._reports = [gpu_check.check(self.requested if dev == "cpu" else "cuda", gpu_id)
+                             for dev, gpu_id in self.devices]
+            gpu0 = self.devices[0][1]
+            self.device_facts = _device_facts("cpu", gpu0, self.threads, self._reports[0])
+            blocking = [r.blocking for r in self._reports if r.blocking]
+            if blocking:  # state "error": submit and the worker already refuse / fail jobs on it
+                self.state, self.reason = "error", "gpu_unusable: " + blocking[0]
                 return
-            sep = Separator(model_dir=self.models_dir, device=self.device_pref, gpu_id=self.gpu_id,
-                            large_gpu=self.large_gpu, allow_demo=self.allow_demo)
-            self.device, self.device_facts = sep.device, _device_facts(sep.device, self.gpu_id, report)
-            self.degraded = report.degraded
-            self.pack_kind = sep.pack.kind
-            opts = self.make_options({})
-            missing = list(sep.missing(opts))
-            if missing:
-                raise ModelPackError("model files missing", missing)
-            sep.warm(opts)
-            self._sep = sep
+            self.degraded = next((r.degraded for r in self._reports if r.degraded), None)
+            seps = []
+            for device, gpu_id in self.devices:
+                sep = Separator(model_dir=self.models_dir, device=device, gpu_id=gpu_id, large_gpu=self.large_gpu,
+                                allow_demo=self.allow_demo, threads=self.threads if device == "cpu" else None)
+                if seps:  # the pack's files were verified once already (same files, same size+mtime)
+                    sep.pack._verified = seps[0].pack._verified
+                self.pack_kind = sep.pack.kind
+                opts = self.make_options({})
+                missing = list(sep.missing(opts))
+                if missing:
+                    raise ModelPackError("model files missing", missing)
+                sep.warm(opts)
+                seps.append(sep)
+            self._seps = seps
+            self.device = seps[0].device
+            self.device_facts = _device_facts(self.device, gpu0, self.threads, self._reports[0])
             self.state, self.reason = "ready", "ready"
-            log.info("model pack %s (%s) ready on %s", sep.pack.dir, sep.pack.kind, self.device)
+            log.info("model pack %s (%s) ready on %s", seps[0].pack.dir, seps[0].pack.kind,
+                     ", ".join(self.facts(i)["torch"] for i in range(len(seps))))
         except ModelPackError as e:
             self.missing = list(e.missing)
             if self.missing:
@@ -105,6 +124,33 @@ class Runner:
         except Exception as e:  # a bug or a broken install: the trace goes to the log only
             self.state, self.reason = "error", f"error: {type(e).__name__} while loading the model pack"
             log.exception("loading the model pack failed")
+
+    def facts(self, slot: int) -> dict:
+        """Where worker `slot` runs, as torch and ONNX Runtime were actually set up (read back from them)."""
+        device, gpu_id = self.devices[slot]
+        if slot >= len(self._seps):
+            return {"type": device, "gpu_id": gpu_id if device == "cuda" else None}
+        sep = self._seps[slot]
+        facts = _device_facts(sep.device, gpu_id, self.threads)
+        facts["torch"] = str(sep.pack.torch_device())
+        onnx = {}
+        for key in sep.pack.resident():
+            if key.startswith("onnx:"):
+                session = sep.pack.onnx(key[5:])
+                onnx = {"providers": session.get_providers(),
+                        "device_id": session.get_provider_options().get("CUDAExecutionProvider", {}).get(
+                            "device_id"),
+                        "threads": session.get_session_options().intra_op_num_threads}
+                break
+        facts["onnx"] = onnx
+        return facts
+
+    def bind_thread(self, slot: int) -> None:
+        """Make worker `slot`'s GPU the calling thread's current CUDA device (torch keeps it per thread)."""
+        device, gpu_id = self.devices[slot]
+        if device == "cuda":
+            import torch
+            torch.cuda.set_device(gpu_id)
 
     # ---- requests
     @staticmethod
@@ -130,12 +176,13 @@ class Runner:
         The pack serves the default options (else the runner is not ready and submit answers 503), so whatever
         is missing here was chosen by the request: 4 stems, `use_kim_model_1`, or `single_onnx`.
         """
-        if self._sep is None:
+        if not self._seps:
             return  # still loading: the job waits in the queue
-        missing = self._sep.missing(opts)
+        sep = self._seps[0]
+        missing = sep.missing(opts)
         if missing:
             try:
-                self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+                sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
             except NotInPackError:
                 raise
             except ModelPackError:
@@ -165,24 +212,33 @@ class Runner:
 
     def separate(self, input_path: Path, out_dir: Path, params: dict,
                  progress: Callable[[float, str], None], cancel: Callable[[], bool],
-                 work_dir: Path | None = None) -> tuple[dict[str, Path], dict]:
-        """Run one separation; returns ({stem: path} of every stem the engine wrote, {stage: seconds})."""
-        if self._sep is None:
+                 work_dir: Path | None = None, slot: int = 0, facts: dict | None = None,
+                 ) -> tuple[dict[str, Path], dict]:
+        """Run one separation on worker `slot`'s device; `facts` (from `probe`) spare the engine its own probe.
+        Returns ({stem: path} of every stem the engine wrote, {stage: seconds})."""
+        if slot >= len(self._seps):
             raise ModelPackError(self.reason, self.missing)
         opts = self.make_options(params)
-        res = self._sep.separate_file(str(input_path), str(out_dir), opts, stems=params["stems"],
-                                      progress=progress, cancel=cancel,
-                                      work_dir=str(work_dir) if work_dir else None, name="stem")
+        info = None
+        if facts and facts.get("frames") and facts.get("sample_rate"):
+            from mvsep.audio import AudioInfo
+            info = AudioInfo(int(facts["sample_rate"]), int(facts["channels"]), int(facts["frames"]),
+                             float(facts["duration_s"]), facts.get("codec") or "", facts.get("container") or "")
+        res = self._seps[slot].separate_file(str(input_path), str(out_dir), opts, stems=params["stems"],
+                                             progress=progress, cancel=cancel, info=info,
+                                             work_dir=str(work_dir) if work_dir else None, name="stem")
         return {k: Path(v) for k, v in res.stems.items()}, dict(res.timings or {})
 
 
-def _device_facts(device: str, gpu_id: int, report) -> dict:
-    """/status's device: the engine's device, then what torch and onnxruntime each really use (and why not)."""
+def _device_facts(device: str, gpu_id: int, threads: int | None = None, report=None) -> dict:
+    """A worker's device: the engine's device, then what torch and onnxruntime each really use (and why not)."""
     import torch
-    checks = report.as_dict()
+    checks = report.as_dict() if report is not None else {}
     if device != "cuda":  # the engine puts both runtimes on the CPU, whatever the self-test found
-        checks["torch"]["device"] = checks["onnxruntime"]["device"] = "cpu"
-        facts = {"type": "cpu", "threads": torch.get_num_threads()}
+        for runtime in ("torch", "onnxruntime"):
+            if runtime in checks:
+                checks[runtime]["device"] = "cpu"
+        facts = {"type": "cpu", "threads": threads or torch.get_num_threads()}
     else:
         props = torch.cuda.get_device_properties(gpu_id)
         facts = {"type": "cuda", "gpu_id": gpu_id, "name": props.name,

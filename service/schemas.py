@@ -97,11 +97,14 @@ class JobError(BaseModel):
     code: str
     message: str
     status: int
+    field: str | None = None
+    need_mb: float | None = Field(None, description="insufficient_storage: the job's estimated disk need")
+    free_mb: float | None = Field(None, description="insufficient_storage: free disk beyond the reserve")
 
 
 class Job(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    state: Literal["downloading", "queued", "running", "succeeded", "failed", "canceled"]
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -146,10 +149,19 @@ class QueueState(BaseModel):
     current: str | None = None
 
 
+class WorkerState(BaseModel):
+    id: str
+    device: str = Field(..., description="cpu, or cuda:<gpu id>")
+    facts: dict = Field(default_factory=dict, description="torch device, ONNX Runtime providers, GPU name")
+    job: str | None = Field(None, description="the job it runs now")
+    busy_s: float = Field(..., description="seconds spent on jobs since the start")
+
+
 class Status(BaseModel):
     version: str
     uptime_s: float
     device: dict
+    workers: list[WorkerState] = Field(default_factory=list)
     pack: dict
     queue: QueueState
     jobs: dict[str, int]
@@ -163,3 +175,4 @@ class ErrorBody(BaseModel):
     field: str | None = None
     missing: list[str] | None = None
     error_id: str | None = None
+    job_id: str | None = None

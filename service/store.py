@@ -2,11 +2,17 @@
 
 Layout: <data>/spark.db, <data>/jobs/<id>/{input.<ext>, out/<stem>.<ext>, result.zip, job.log}.
 Only server-made ids (32 hex digits) and the fixed stem names ever become path parts.
+
+States: downloading (a URL job fetching its input) -> queued -> running -> succeeded | failed | canceled.
+A running job is held by one worker under a lease (`worker`, `lease_until`) that its process renews; a lease
+that runs out (the process died) is reclaimed by any worker: requeued, or failed after `max_attempts` runs.
+Every write that changes a job row calls the listeners (`add_listener`) with the job id after the commit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sqlite3
@@ -14,9 +20,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
-ID_RE = re.compile(r"[0-9a-f]{32}")
-ACTIVE = ("queued", "running")
+log = logging.getLogger("spark.store")
+ID_RE = re.compile(r"[0-9a-f]{32}")  # matched with fullmatch: no trailing newline slips through
+ACTIVE = ("downloading", "queued", "running")
+STATES = ACTIVE + ("succeeded", "failed", "canceled")
 FINISHED = ("succeeded", "failed", "canceled")
 
 _SCHEMA = """
@@ -40,6 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
+# Columns added after the first release: added to older databases at open.
+_ADDED = {"worker": "TEXT", "lease_until": "REAL", "idem_key": "TEXT", "source_url": "TEXT"}
 _JSON_COLS = ("options", "input", "timings", "error", "stems")
 
 
@@ -64,6 +75,26 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")  # survives kill -9 of the process
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for col, kind in _ADDED.items():
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(idem_key) "
+                             "WHERE idem_key IS NOT NULL")
+        self._listeners: list[Callable[[str], None]] = []
+
+    # ---- change feed
+    def add_listener(self, cb: Callable[[str], None]) -> None:
+        """cb(job_id) after every committed write that changes a job row (from the writing thread)."""
+        self._listeners.append(cb)
+
+    def _changed(self, *job_ids: str) -> None:
+        for job_id in job_ids:
+            for cb in list(self._listeners):
+                try:
+                    cb(job_id)
+                except Exception:
+                    log.exception("job listener failed")
 
     # ---- paths (the id is validated here, the only way a request's data reaches the filesystem)
     def job_dir(self, job_id: str) -> Path:
@@ -81,9 +112,20 @@ class Store:
         return self.job_dir(job_id) / "result.zip"
 
     def log(self, job_id: str, message: str) -> None:
+        """Append a line to the job's log; a log that cannot be written (full disk) never stops a job."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-        with open(self.log_path(job_id), "a", encoding="utf-8") as f:
-            f.write(f"{stamp}Z {message}\n")
+        try:
+            with open(self.log_path(job_id), "a", encoding="utf-8") as f:
+                f.write(f"{stamp}Z {message}\n")
+        except OSError as e:
+            log.warning("job %s: log line not written (%s): %s", job_id, e.strerror or e, message)
+
+    def strip(self, job_id: str) -> None:
+        """A failed job keeps its log only (no input, partial results or temp files)."""
+        d = self.job_dir(job_id)
+        for p in d.iterdir() if d.is_dir() else ():
+            if p.name != "job.log":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def delete_files(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
@@ -102,26 +144,48 @@ class Store:
             return self._db.execute(sql, args)
 
     def insert(self, job_id: str, options: dict, input_facts: dict, pack: str | None,
-               max_queued: int | None = None) -> bool:
-        """Add a queued job; False (nothing added) when `max_queued` jobs already wait."""
+               max_queued: int | None = None, idem_key: str | None = None, source_url: str | None = None,
+               state: str = "queued", owner: str | None = None, lease_s: float = 0) -> str | None:
+        """Add a job (queued, or downloading under `owner`'s lease); returns its id: the existing job's id
+        when `idem_key` is already taken, None (nothing added) when `max_queued` jobs already wait."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if idem_key is not None:
+                    row = self._db.execute("SELECT id FROM jobs WHERE idem_key=?", (idem_key,)).fetchone()
+                    if row:
+                        self._db.execute("ROLLBACK")
+                        return row["id"]
                 if max_queued is not None:
-                    (n,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()
+                    (n,) = self._db.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ('queued','downloading')").fetchone()
                     if n >= max_queued:
                         self._db.execute("ROLLBACK")
-                        return False
+                        return None
+                now = time.time()
                 self._db.execute(
-                    "INSERT INTO jobs(id, state, created_at, options, input, pack, stage) "
-                    "VALUES (?, 'queued', ?, ?, ?, ?, 'queued')",
-                    (job_id, time.time(), json.dumps(options), json.dumps(input_facts), pack))
+                    "INSERT INTO jobs(id, state, created_at, options, input, pack, stage, idem_key, source_url, "
+                    "worker, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, state, now, json.dumps(options), json.dumps(input_facts), pack, state, idem_key,
+                     source_url, owner, now + lease_s if owner else None))
                 self._db.execute("COMMIT")
-                return True
             except BaseException:
                 if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
                     self._db.execute("ROLLBACK")
                 raise
+        self._changed(job_id)
+        return job_id
+
+    def by_idem_key(self, key: str) -> dict | None:
+        return self._row(self._exec("SELECT * FROM jobs WHERE idem_key=?", (key,)).fetchone())
+
+    def downloaded(self, job_id: str, input_facts: dict) -> bool:
+        """A downloading job has its input: it joins the queue (False when canceled meanwhile)."""
+        cur = self._exec("UPDATE jobs SET state='queued', stage='queued', input=?, worker=NULL, lease_until=NULL, "
+                         "source_url=NULL WHERE id=? AND state='downloading'", (json.dumps(input_facts), job_id))
+        if cur.rowcount:
+            self._changed(job_id)
+        return cur.rowcount == 1
 
     def get(self, job_id: str) -> dict | None:
         if not valid_id(job_id):
@@ -146,52 +210,119 @@ class Store:
             (job_id,)).fetchone()
         return row[0]
 
-    def claim_next(self) -> dict | None:
-        """Oldest queued job -> running (atomically)."""
+    def claim_next(self, worker: str, lease_s: float) -> dict | None:
+        """Oldest queued job -> running, held by `worker` for `lease_s` (atomically)."""
+        now = time.time()
         with self._lock:
             row = self._db.execute(
                 "UPDATE jobs SET state='running', started_at=?, attempts=attempts+1, progress=0, "
-                "stage='starting', stage_started_at=?, timings='{}' "
+                "stage='starting', stage_started_at=?, timings='{}', worker=?, lease_until=? "
                 "WHERE seq=(SELECT seq FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1) RETURNING *",
-                (time.time(), time.time())).fetchone()
-        return self._row(row)
+                (now, now, worker, now + lease_s)).fetchone()
+        job = self._row(row)
+        if job:
+            self._changed(job["id"])
+        return job
 
-    def requeue_running(self) -> list[str]:
-        """After a crash or restart: the jobs that were running go back to the queue, in order."""
+    def renew(self, held: list[tuple[str, str]], lease_s: float) -> None:
+        """Heartbeat: extend the leases of these (job id, worker) pairs (not a visible change: no listener call)."""
+        until = time.time() + lease_s
+        with self._lock:
+            self._db.executemany("UPDATE jobs SET lease_until=? WHERE id=? AND worker=? "
+                                 "AND state IN ('running','downloading')", [(until, j, w) for j, w in held])
+
+    def reclaim_expired(self, max_attempts: int) -> tuple[list[dict], list[dict]]:
+        """Jobs whose lease ran out (their process died): running ones are requeued, or fail once they were
+        started `max_attempts` times; downloading ones fail at that cap too (`take_downloads` restarts the
+        others). Returns (requeued, failed)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                dead = "(lease_until IS NULL OR lease_until < ?)"
+                failed = self._db.execute(
+                    "UPDATE jobs SET state='failed', stage='failed', finished_at=?, worker=NULL, source_url=NULL, "
+                    "error=json_object('code', 'interrupted', 'status', 500, 'message', 'interrupted ' || attempts "
+                    "|| ' times (the process stopped while it ' || CASE state WHEN 'running' THEN 'ran' "
+                    "ELSE 'downloaded the input' END || '); not run again') "
+                    f"WHERE (state IN ('running', 'downloading') AND attempts >= ? OR state='downloading' AND "
+                    f"source_url IS NULL) AND {dead} RETURNING *", (now, max_attempts, now)).fetchall()
+                requeued = self._db.execute(
+                    "UPDATE jobs SET state='queued', progress=0, stage='queued', started_at=NULL, worker=NULL, "
+                    f"lease_until=NULL WHERE state='running' AND {dead} RETURNING *", (now,)).fetchall()
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
+                    self._db.execute("ROLLBACK")
+                raise
+        self._changed(*[r["id"] for r in failed + requeued])
+        return [self._row(r) for r in requeued], [self._row(r) for r in failed]
+
+    def take_downloads(self, owner: str, lease_s: float, max_attempts: int) -> list[dict]:
+        """Downloading jobs whose process stopped: `owner` takes them over to fetch their URL again."""
+        now = time.time()
         with self._lock:
             rows = self._db.execute(
-                "UPDATE jobs SET state='queued', progress=0, stage='queued', started_at=NULL "
-                "WHERE state='running' RETURNING id").fetchall()
-        return [r["id"] for r in rows]
+                "UPDATE jobs SET worker=?, lease_until=?, attempts=attempts+1 WHERE state='downloading' AND "
+                "source_url IS NOT NULL AND attempts < ? AND (lease_until IS NULL OR lease_until < ?) RETURNING *",
+                (owner, now + lease_s, max_attempts, now)).fetchall()
+        self._changed(*[r["id"] for r in rows])
+        return [self._row(r) for r in rows]
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """Give a running job back to the queue without counting the run (shutdown, waiting for disk)."""
+        cur = self._exec("UPDATE jobs SET state='queued', stage='queued', progress=0, started_at=NULL, worker=NULL, "
+                         "lease_until=NULL, attempts=MAX(attempts-1, 0) WHERE id=? AND state='running' "
+                         "AND worker=?", (job_id, worker))
+        if cur.rowcount:
+            self._changed(job_id)
+        return cur.rowcount == 1
 
     def update_running(self, job_id: str, **fields) -> None:
         """Progress of a running job (no effect once it was canceled or finished)."""
         cols = ", ".join(f"{k}=?" for k in fields)
         args = [json.dumps(v) if k in _JSON_COLS else v for k, v in fields.items()]
-        self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state='running'", (*args, job_id))
+        cur = self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state='running'", (*args, job_id))
+        if cur.rowcount:
+            self._changed(job_id)
 
     def finish(self, job_id: str, state: str, **fields) -> bool:
         """Move an active job to a final state; False when it was not active (e.g. canceled meanwhile)."""
-        fields.update(state=state, finished_at=time.time())
+        fields.update(state=state, finished_at=time.time(), worker=None, lease_until=None, source_url=None)
         cols = ", ".join(f"{k}=?" for k in fields)
         args = [json.dumps(v) if k in _JSON_COLS else v for k, v in fields.items()]
-        cur = self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state IN ('queued','running')",
+        cur = self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state IN ('downloading','queued','running')",
                          (*args, job_id))
+        if cur.rowcount:
+            self._changed(job_id)
         return cur.rowcount == 1
 
     def delete(self, job_id: str) -> None:
-        self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
+        cur = self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
         self.delete_files(job_id)
+        if cur.rowcount:
+            self._changed(job_id)
 
     def expired(self, ttl_s: float) -> list[str]:
         rows = self._exec("SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
                           (time.time() - ttl_s,)).fetchall()
         return [r["id"] for r in rows]
 
-    def orphan_dirs(self) -> list[str]:
-        """Job folders without a row (e.g. an upload cut short by a crash)."""
+    def orphan_dirs(self, min_age_s: float = 600.0) -> list[str]:
+        """Job folders without a row and untouched for `min_age_s` (an upload cut short by a crash; younger ones
+        may be an upload in progress, by another process on the same data dir too)."""
         known = {r["id"] for r in self._exec("SELECT id FROM jobs").fetchall()}
-        return [p.name for p in self.jobs_dir.iterdir() if valid_id(p.name) and p.name not in known]
+        old = time.time() - min_age_s
+        out = []
+        for p in self.jobs_dir.iterdir():
+            if valid_id(p.name) and p.name not in known:
+                try:
+                    newest = max([p.stat().st_mtime] + [c.stat().st_mtime for c in p.iterdir()])
+                except OSError:
+                    continue
+                if newest < old:
+                    out.append(p.name)
+        return out
 
     def close(self) -> None:
         with self._lock:

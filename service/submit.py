@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import re
+import uuid
 from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import Request
 from pydantic import ValidationError
 
+from . import disk
 from . import runner as rn
 from .context import Services
 from .errors import ApiError
+from .inputs import _check_url as check_url  # scheme and host form only, no network
 from .inputs import fetch_url, receive_multipart, safe_name
 from .schemas import JobOptions, parse_bool
 from .store import new_job_id
 from .views import queue_full
 
+log = logging.getLogger("spark.submit")
 BODY_LIMIT = 64 * 1024  # JSON / urlencoded request bodies
 
 
@@ -68,13 +75,62 @@ async def read_fields(request: Request, upload, limit: int) -> tuple[dict, dict 
                    "send multipart/form-data (file or url) or application/json (url)")
 
 
+IDEM_RE = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEM_RE.fullmatch(key):
+        raise ApiError(422, "invalid_request", "Idempotency-Key: 1 to 255 visible ASCII characters",
+                       field="Idempotency-Key")
+    return key
+
+
+async def take_input(svc: Services, job_id: str, upload, info: dict, options: dict) -> dict:
+    """The received file becomes the job's input: probe it (the one probe; the engine reuses its facts), apply
+    the duration cap and the disk estimate. Returns the input facts; raises ApiError."""
+    name, ext = safe_name(info.pop("filename", None))
+    path = svc.store.job_dir(job_id) / (f"input.{ext}" if ext else "input")
+    os.replace(upload, path)
+    try:
+        facts = await anyio.to_thread.run_sync(svc.runner.probe, path)
+    except rn.MvsepError as e:
+        raise engine_error(e) from None
+    cfg = svc.cfg
+    if facts["duration_s"] > cfg.max_duration_s:
+        raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
+                       f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
+    need = disk.need_bytes(facts, options)["total"]
+    reserve = disk.reserve_bytes(cfg.data_dir, cfg.disk_reserve_mb)
+    free = await anyio.to_thread.run_sync(disk.free_bytes, cfg.data_dir) - reserve
+    if need > free:
+        raise ApiError(507, "insufficient_storage", f"not enough disk for this job: it needs about {disk.mb(need)} "
+                       f"MB and {disk.mb(max(free, 0))} MB are free (beyond the reserve of {disk.mb(reserve)} MB)",
+                       need_mb=disk.mb(need), free_mb=disk.mb(max(free, 0)), headers={"Retry-After": "60"})
+    facts.update(info, name=name)
+    return facts
+
+
+def queued_line(facts: dict) -> str:
+    return (f"queued: {facts['name']} ({facts['source']}, {facts['bytes']} bytes), {facts['duration_s']:.2f} s at "
+            f"{facts['sample_rate']} Hz, {facts['channels']} ch")
+
+
 async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
-    """Receive, fetch, probe and queue one job; returns (job row, wait preference or None)."""
+    """Receive and queue one job; returns (job row, wait preference or None). An upload is probed here; a URL
+    job is answered at once in state `downloading` (the fetch, probe and caps run in `download`). A retry
+    with a known Idempotency-Key returns the existing job, its body unread."""
     cfg, runner, st = svc.cfg, svc.runner, svc.store
+    key = idempotency_key(request)
+    if key is not None:
+        existing = await anyio.to_thread.run_sync(st.by_idem_key, key)
+        if existing:
+            return existing, None
     if runner.state in ("missing_models", "error"):
         raise ApiError(503, "models_missing" if runner.missing else "not_ready",
                        f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
-    if (await anyio.to_thread.run_sync(st.counts)).get("queued", 0) >= cfg.queue_size:
+    counts = await anyio.to_thread.run_sync(st.counts)
+    if counts.get("queued", 0) + counts.get("downloading", 0) >= cfg.queue_size:
         raise queue_full(svc)
     job_id = new_job_id()
     job_dir = st.job_dir(job_id)
@@ -101,29 +157,82 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         if url:
             if not isinstance(url, str):
                 raise ApiError(422, "bad_url", "url: must be a string", field="url")
-            info = await fetch_url(url, upload, cfg.max_upload_bytes, cfg.url_timeout_s, cfg.allow_private_urls)
-            info["source"] = "url"
-        if not info.get("bytes"):
-            raise ApiError(422, "bad_input", "the input is empty", field="file" if not url else "url")
-        name, ext = safe_name(info.pop("filename", None))
-        path = job_dir / (f"input.{ext}" if ext else "input")
-        os.replace(upload, path)
-        try:
-            facts = await anyio.to_thread.run_sync(runner.probe, path)
-        except rn.MvsepError as e:
-            raise engine_error(e) from None
-        if facts["duration_s"] > cfg.max_duration_s:
-            raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
-                           f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
-        facts.update(info, name=name)
-        if not await anyio.to_thread.run_sync(
-                lambda: st.insert(job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size)):
+            check_url(url)  # a malformed URL is refused now; the target is checked by the download
+            facts = {"source": "url"}
+            state, owner = "downloading", svc.downloader_id
+        else:
+            if not info.get("bytes"):
+                raise ApiError(422, "bad_input", "the input is empty", field="file")
+            facts = await take_input(svc, job_id, upload, info, options)
+            state, owner = "queued", None
+        new_id = await anyio.to_thread.run_sync(lambda: st.insert(
+            job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size, idem_key=key,
+            source_url=url, state=state, owner=owner, lease_s=cfg.lease_s))
+        if new_id is None:
             raise queue_full(svc)
-        st.log(job_id, f"queued: {name} ({info['source']}, {info['bytes']} bytes), "
-                       f"{facts['duration_s']:.2f} s at {facts['sample_rate']} Hz, {facts['channels']} ch")
-        svc.worker.wake()
+        if new_id != job_id:  # a concurrent request with the same Idempotency-Key won
+            await anyio.to_thread.run_sync(st.delete_files, job_id)
+            return await anyio.to_thread.run_sync(st.get, new_id), None
+        if url:
+            st.log(job_id, "downloading the url")
+            start_download(svc, job_id, url, options)
+        else:
+            st.log(job_id, queued_line(facts))
+            svc.wake_workers()
     except BaseException:
         with anyio.CancelScope(shield=True):  # also when the client went away (cancellation)
             await anyio.to_thread.run_sync(st.delete_files, job_id)
         raise
     return await anyio.to_thread.run_sync(st.get, job_id), (None if wait is None else truthy(wait))
+
+
+def start_download(svc: Services, job_id: str, url: str, options: dict) -> None:
+    svc.downloads[job_id] = asyncio.get_running_loop().create_task(download(svc, job_id, url, options))
+
+
+async def resume_downloads(svc: Services) -> None:
+    """URL jobs whose process stopped during the download (their lease ran out) are fetched again here."""
+    for job in await anyio.to_thread.run_sync(svc.store.take_downloads, svc.downloader_id, svc.cfg.lease_s,
+                                              svc.cfg.max_attempts):
+        svc.store.log(job["id"], f"the process downloading this job stopped; downloading again (attempt "
+                                 f"{job['attempts']})")
+        start_download(svc, job["id"], job["source_url"], job["options"])
+
+
+async def download(svc: Services, job_id: str, url: str, options: dict) -> None:
+    """A URL job's input: fetch, probe, caps; then the job joins the queue, or fails with the error code the
+    request would have had (bad_url, url_refused, too_large, too_long, url_unreachable, url_timeout, ...)."""
+    cfg, st = svc.cfg, svc.store
+    error = None
+    try:
+        upload = st.job_dir(job_id) / "upload"
+        info = await fetch_url(url, upload, cfg.max_upload_bytes, cfg.url_timeout_s, cfg.allow_private_urls)
+        info["source"] = "url"
+        facts = await take_input(svc, job_id, upload, info, options)
+        if await anyio.to_thread.run_sync(st.downloaded, job_id, facts):
+            st.log(job_id, queued_line(facts))
+            svc.wake_workers()
+        else:  # canceled meanwhile
+            await anyio.to_thread.run_sync(st.delete_files, job_id)
+    except asyncio.CancelledError:  # DELETE (the row is canceled already) or shutdown (fetched again later)
+        with anyio.CancelScope(shield=True):
+            for name in ("upload", *(p.name for p in st.job_dir(job_id).glob("input*"))):
+                (st.job_dir(job_id) / name).unlink(missing_ok=True)
+        raise
+    except ApiError as e:
+        error = {"code": e.code, "message": e.message, "status": e.status,
+                 **{k: v for k, v in e.extra.items() if k in ("field", "need_mb", "free_mb")}}
+    except Exception:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("download of job %s failed, error id %s", job_id, error_id)
+        error = {"code": "internal", "message": f"internal error (error id {error_id})", "status": 500}
+    finally:
+        if error is not None:
+            with anyio.CancelScope(shield=True):
+                if await anyio.to_thread.run_sync(lambda: st.finish(job_id, "failed", stage="failed",
+                                                                    error=error)):
+                    st.log(job_id, f"failed: {error['message']}")
+                    svc.metrics.jobs.labels("failed").inc()
+                await anyio.to_thread.run_sync(st.strip, job_id)
+        svc.downloads.pop(job_id, None)
+        svc.wake(job_id)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
+import zipfile
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .context import Services
+from .disk import member_range
 from .errors import ApiError
 from .ranges import RangeFileResponse
 from .schemas import EXT, MEDIA_TYPE, Job
@@ -46,10 +50,12 @@ def get_job(svc: Services, job_id: str) -> dict:
 
 
 def retry_after(svc: Services) -> str:
-    current = svc.worker.current
-    cur = svc.store.get(current) if current else None
-    eta = job_out(svc, cur).eta_s if cur else None
-    return str(int(min(600, max(5, eta or 30))))
+    etas = []
+    for w in svc.workers:
+        cur = svc.store.get(w.current) if w.current else None
+        if cur:
+            etas.append(job_out(svc, cur).eta_s or 30)
+    return str(int(min(600, max(5, min(etas) if etas else 30))))
 
 
 def queue_full(svc: Services) -> ApiError:
@@ -57,8 +63,43 @@ def queue_full(svc: Services) -> ApiError:
                     headers={"Retry-After": retry_after(svc)})
 
 
-def stem_file(svc: Services, job: dict, stem: str) -> Path:
-    return svc.store.out_dir(job["id"]) / f"{stem}.{EXT[job['options'].get('format', 'wav')]}"
+class ZipMemberResponse(RangeFileResponse):
+    """A stored zip member served as a file of its own: a RangeFileResponse (Range, HEAD, ETag) over the
+    byte range [offset, offset + size) of the zip."""
+
+    def __init__(self, path: Path, offset: int, size: int, **kw):
+        super().__init__(path, **kw)
+        self.offset, self.size = offset, size
+        st = os.stat(path)
+        self.headers["etag"] = f'"{st.st_mtime_ns:x}-{offset:x}-{size:x}"'
+        self.stat_result = os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                                           size, st.st_atime, st.st_mtime, st.st_ctime))
+        self.set_stat_headers(self.stat_result)
+
+    async def __call__(self, scope, receive, send):
+        ext = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+        await super().__call__({**scope, "extensions": ext}, receive, send)
+
+    @asynccontextmanager
+    async def _open_file(self):  # starlette's hook (pinned version): reads stay inside the member
+        async with super()._open_file() as f:
+            part = _Slice(f, self.offset, self.size)
+            await part.seek(0)
+            yield part
+
+
+class _Slice:
+    def __init__(self, f, offset: int, size: int):
+        self.f, self.offset, self.size, self.pos = f, offset, size, 0
+
+    async def seek(self, pos: int) -> None:
+        self.pos = pos
+        await self.f.seek(self.offset + pos)
+
+    async def read(self, n: int) -> bytes:
+        data = await self.f.read(max(0, min(n, self.size - self.pos)))
+        self.pos += len(data)
+        return data
 
 
 def download(svc: Services, job: dict, stem: str | None) -> RangeFileResponse:
@@ -67,16 +108,22 @@ def download(svc: Services, job: dict, stem: str | None) -> RangeFileResponse:
         raise ApiError(409, "not_ready", f"the job is {job['state']}, not succeeded", state=job["state"])
     name = job["input"].get("name") or "audio"
     headers = {"X-Spark-Pack": job["pack"] or "unknown", "X-Spark-Job-Id": job["id"]}
-    if stem is None:
-        path, filename, media = svc.store.zip_path(job["id"]), f"{name}_stems.zip", "application/zip"
-    else:
-        if stem not in job["stems"]:
-            raise ApiError(404, "not_found", f"this job has no {stem} stem (it made: {', '.join(job['stems'])})")
-        path = stem_file(svc, job, stem)
-        ext = EXT[job["options"].get("format", "wav")]
-        filename, media = f"{name}_{stem}.{ext}", MEDIA_TYPE[ext]
+    path = svc.store.zip_path(job["id"])
     if not path.is_file():
         raise ApiError(404, "not_found", "the result files are gone (expired or deleted)")
+    if stem is None:
+        filename, media = f"{name}_stems.zip", "application/zip"
+    elif stem not in job["stems"]:
+        raise ApiError(404, "not_found", f"this job has no {stem} stem (it made: {', '.join(job['stems'])})")
+    else:
+        ext = EXT[job["options"].get("format", "wav")]
+        filename, media = f"{name}_{stem}.{ext}", MEDIA_TYPE[ext]
     # safe_name() leaves only [A-Za-z0-9._ -]: a plain quoted filename every client (curl -J too) reads
     headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return RangeFileResponse(path, media_type=media, headers=headers)
+    if stem is None:
+        return RangeFileResponse(path, media_type=media, headers=headers)
+    try:
+        offset, size = member_range(path, filename)  # the zip's entries are named like the downloads
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        raise ApiError(404, "not_found", "the result files are gone (expired or deleted)") from None
+    return ZipMemberResponse(path, offset, size, media_type=media, headers=headers)

@@ -276,7 +276,7 @@ def test_ids_and_names_never_become_paths(server, client, inputs):
     dl = client.get(job["stems"]["vocals"])
     assert 'filename="evil name_vocals.wav"' in dl.headers["content-disposition"]
     assert sorted(p.name for p in (server.data_dir / "jobs" / job["id"]).iterdir()) == \
-        ["job.log", "out", "result.zip"]
+        ["job.log", "result.zip"]  # each stem is stored once, inside the zip
 
 
 @pytest.fixture()
@@ -316,20 +316,29 @@ def media_server(inputs):
     httpd.shutdown()
 
 
-def test_url_input_from_a_local_server(client, media_server, inputs):
+def test_url_input_from_a_local_server(server, client, media_server, inputs):
     r = client.post("/jobs", json={"url": media_server + "/redirect", "stems": "vocals"})
-    assert r.status_code == 202, r.text
-    assert r.json()["input"]["source"] == "url" and r.json()["input"]["name"] == "voice"
+    assert r.status_code == 202, r.text  # at once: the download runs in the job
+    assert r.json()["input"]["source"] == "url" and r.json()["state"] in ("downloading", "queued", "running")
     job = wait_job(client, r.json()["id"])
-    assert job["state"] == "succeeded"
+    assert job["state"] == "succeeded" and job["input"]["name"] == "voice"
     stem, sr = sf.read(io.BytesIO(client.get(job["stems"]["vocals"]).content))
     assert sr == 22050 and len(stem) == sf.info(str(inputs["mono22"])).frames
     r = client.post("/separate", data={"url": media_server + "/missing.wav"})  # multipart-free form post
-    assert r.status_code == 422 and "404" in r.json()["message"]
-    r = client.post("/jobs", json={"url": "http://127.0.0.1:1/a.wav"})  # nothing listens there
-    assert r.status_code == 502 and r.json()["error"] == "url_unreachable"
-    r = client.post("/jobs", json={"url": media_server + "/big"})  # no Content-Length, 3 MB > 2 MB
-    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert r.status_code == 422 and "404" in r.json()["message"] and r.json()["job_id"]
+
+    def failed(url):  # the job fails with the code the request itself answered before downloads were async
+        r = client.post("/jobs", json={"url": url})
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"])
+        assert job["state"] == "failed" and not job["stems"]
+        assert sorted(p.name for p in (server.data_dir / "jobs" / job["id"]).iterdir()) == ["job.log"]
+        return job["error"]
+
+    err = failed("http://127.0.0.1:1/a.wav")  # nothing listens there
+    assert err["status"] == 502 and err["code"] == "url_unreachable"
+    err = failed(media_server + "/big")  # no Content-Length, 3 MB > 2 MB
+    assert err["status"] == 413 and err["code"] == "too_large"
     t0 = time.monotonic()
-    r = client.post("/jobs", json={"url": media_server + "/slow"})  # SPARK_URL_TIMEOUT_S=2
-    assert r.status_code == 504 and r.json()["error"] == "url_timeout" and time.monotonic() - t0 < 4
+    err = failed(media_server + "/slow")  # SPARK_URL_TIMEOUT_S=2
+    assert err["status"] == 504 and err["code"] == "url_timeout" and time.monotonic() - t0 < 5

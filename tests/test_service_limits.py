@@ -26,7 +26,7 @@ def test_private_urls_are_refused_by_default(server):
         for url in ("http://127.0.0.1:8185/a.wav", "http://localhost/a.wav", "http://10.1.2.3/a.wav",
                     "http://169.254.169.254/latest/meta-data", "http://[::1]/a.wav", "http://192.168.0.1/x",
                     "http://[::ffff:127.0.0.1]/a.wav", "http://0.0.0.0/a.wav"):
-            r = c.post("/jobs", json={"url": url})
+            r = c.post("/separate", json={"url": url})  # the job fetches its URL; /separate answers its error
             assert r.status_code == 422, (url, r.text)
             assert r.json()["error"] == "url_refused" and r.json()["field"] == "url"
             if "0.0.0.0" not in url:  # unspecified: refused even when private targets are allowed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -12,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from ..context import Services, Svc
 from ..errors import ApiError
 from ..schemas import Job, JobList, JobOptions, JsonJobRequest
-from ..store import FINISHED
+from ..store import FINISHED, STATES
 from ..submit import submit
 from ..views import download, get_job, job_out
 
@@ -35,18 +34,30 @@ def accepted(svc: Services, job: dict) -> JSONResponse:
 
 
 async def wait_finished(svc: Services, job: dict) -> dict:
-    """Wait until the worker finishes the job (it wakes us); re-read the row every 2 s regardless."""
+    """Wait until the job finishes (the worker wakes us; the row is re-read every 2 s regardless), at most
+    SPARK_SEPARATE_WAIT_S; a job still active then is answered as by POST /jobs (202 + Location)."""
     job_id = job["id"]
     event = svc.waiters.setdefault(job_id, asyncio.Event())
+    deadline = asyncio.get_running_loop().time() + svc.cfg.separate_wait_s
+    stopping = asyncio.ensure_future(svc.stopping.wait())
     try:
         while job["state"] not in FINISHED:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), 2.0)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return job
+            woken = asyncio.ensure_future(event.wait())
+            await asyncio.wait({woken, stopping}, timeout=min(2.0, left), return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
             event.clear()
             job = await anyio.to_thread.run_sync(svc.store.get, job_id)
             if job is None:
                 raise ApiError(410, "gone", "the job was deleted")
+            if svc.stopping.is_set() and job["state"] not in FINISHED:
+                raise ApiError(503, "shutting_down", "the server is restarting; the job runs again after the "
+                               "restart: poll it with GET /jobs/{id}", job_id=job_id, headers={
+                                   "Retry-After": "30", "Location": f"/jobs/{job_id}"})
     finally:
+        stopping.cancel()
         svc.waiters.pop(job_id, None)
     return job
 
@@ -61,9 +72,12 @@ async def separate(svc: Svc, request: Request, wait: bool | None = Query(None)):
     if wait is False or wait_field is False or (prefer_async and wait is not True and wait_field is not True):
         return accepted(svc, job)
     job = await wait_finished(svc, job)
+    if job["state"] not in FINISHED:  # the wait's bound passed: poll the job
+        return accepted(svc, job)
     if job["state"] == "failed":
         err = job["error"]
-        raise ApiError(err["status"], err["code"], err["message"], job_id=job["id"])
+        raise ApiError(err["status"], err["code"], err["message"], job_id=job["id"],
+                       **{k: v for k, v in err.items() if k not in ("status", "code", "message")})
     if job["state"] == "canceled":
         raise ApiError(409, "canceled", "the job was canceled", job_id=job["id"])
     return download(svc, job, job["stems"][0] if len(job["stems"]) == 1 else None)
@@ -77,8 +91,7 @@ async def create_job(svc: Svc, request: Request):
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(svc: Svc,
-              state_: str | None = Query(None, alias="state", pattern="^(queued|running|succeeded|failed|canceled)$"),
+def list_jobs(svc: Svc, state_: str | None = Query(None, alias="state", pattern=f"^({'|'.join(STATES)})$"),
               limit: int = Query(100, ge=1, le=1000)):
     return JobList(jobs=[job_out(svc, j) for j in svc.store.list(state_, limit)])
 
@@ -92,14 +105,14 @@ def get_job_route(svc: Svc, job_id: str):
                summary="Cancel a queued or running job and delete its files; delete a finished job")
 def delete_job(svc: Svc, job_id: str):
     job = get_job(svc, job_id)
-    st, worker = svc.store, svc.worker
+    st = svc.store
     if job["state"] in FINISHED:
         st.delete(job_id)
         return Response(status_code=204)
-    worker.cancel(job_id)  # a running job stops within one engine window, then its files go
+    svc.cancel(job_id)  # a running job stops within one engine window, then its files go
     if st.finish(job_id, "canceled", stage="canceled"):
         st.log(job_id, "canceled by the caller")
-        if worker.current != job_id:
+        if svc.running_on(job_id) is None:
             st.delete_files(job_id)
             svc.metrics.jobs.labels("canceled").inc()
     svc.wake(job_id)

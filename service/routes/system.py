@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..context import Svc
-from ..schemas import QueueState, Ready, Status
+from ..schemas import QueueState, Ready, Status, WorkerState
 
 open_router = APIRouter()  # no auth (TokenAuth.OPEN)
 router = APIRouter(tags=["service"])
@@ -34,12 +34,15 @@ def ready(svc: Svc):
 def status(svc: Svc):
     cfg, runner = svc.cfg, svc.runner
     counts = svc.store.counts()
+    workers = [WorkerState(id=w.worker_id, device=w.device, facts=runner.facts(w.slot), job=w.current,
+                           busy_s=round(w.busy_seconds(), 1)) for w in svc.workers]
     return Status(version=__version__, uptime_s=round(time.time() - svc.started, 1), degraded=runner.degraded,
-                  device=runner.device_facts,
+                  device=runner.device_facts, workers=workers,
                   pack={"kind": runner.pack_kind, "state": runner.state, "reason": runner.reason,
                         "missing": runner.missing},
                   queue=QueueState(queued=counts.get("queued", 0), running=counts.get("running", 0),
-                                   capacity=cfg.queue_size, current=svc.worker.current),
+                                   capacity=cfg.queue_size,
+                                   current=next((w.current for w in svc.workers if w.current), None)),
                   jobs=counts,
                   limits={"max_upload_mb": cfg.max_upload_mb, "max_duration_s": cfg.max_duration_s,
                           "result_ttl_s": cfg.result_ttl_s, "url_timeout_s": cfg.url_timeout_s})
@@ -50,6 +53,7 @@ def prometheus(svc: Svc):
     counts = svc.store.counts()
     svc.metrics.queue_depth.set(counts.get("queued", 0))
     svc.metrics.ready.set(1 if svc.runner.state == "ready" else 0)
+    svc.metrics.update_workers(svc.workers)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
