@@ -95,8 +95,11 @@ def _lifespan(svc: Services):
             for task in fetching.values():
                 task.cancel()
             await asyncio.gather(*fetching.values(), return_exceptions=True)
-            # their leases end now: the next start fetches them again at once
-            await anyio.to_thread.run_sync(store.renew, [(j, svc.downloader_id) for j in fetching], -1.0)
+            # their leases end now: the next start fetches them again at once (else when the leases run out)
+            try:
+                await anyio.to_thread.run_sync(store.renew, [(j, svc.downloader_id) for j in fetching], -1.0)
+            except sqlite3.Error as e:  # a full disk must not stop the workers from stopping
+                log.warning("could not release the download leases at shutdown: %s", e)
             for w in svc.workers:
                 w.stop()
             for w in svc.workers:

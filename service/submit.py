@@ -229,10 +229,11 @@ async def download(svc: Services, job_id: str, url: str, options: dict) -> None:
     finally:
         if error is not None:
             with anyio.CancelScope(shield=True):
+                # Files first: a partial download that filled the disk must go before the row can be written.
+                await anyio.to_thread.run_sync(st.strip, job_id)
                 if await anyio.to_thread.run_sync(lambda: st.finish(job_id, "failed", stage="failed",
                                                                     error=error)):
                     st.log(job_id, f"failed: {error['message']}")
                     svc.metrics.jobs.labels("failed").inc()
-                await anyio.to_thread.run_sync(st.strip, job_id)
         svc.downloads.pop(job_id, None)
         svc.wake(job_id)

@@ -29,7 +29,8 @@ def tmpfs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmpfs, vocals_pack):
-    srv = Server(tmpfs / "data", vocals_pack, SPARK_MAX_UPLOAD_MB=10, SPARK_ALLOW_PRIVATE_URLS=1)
+    srv = Server(tmpfs / "data", vocals_pack, SPARK_MAX_UPLOAD_MB=10, SPARK_ALLOW_PRIVATE_URLS=1,
+                 SPARK_DISK_RESERVE_MB=0)
     srv.log_path = tmpfs.parent / f"server-{srv.port}.log"  # the log stays off the full disk
     srv.start()
     yield srv
@@ -71,11 +72,13 @@ def _job_dirs(server) -> set[str]:
     return {p.name for p in (server.data_dir / "jobs").iterdir()}
 
 
-def _is_507(r) -> dict:
+def _is_507(r, full: bool = True) -> dict:
+    """507 JSON; `full`: the disk ran out under a write (Retry-After), not a job's estimated need."""
     assert r.status_code == 507, (r.status_code, r.text)
     body = r.json()
-    assert body["error"] == "insufficient_storage" and "disk is full" in body["message"], body
-    assert r.headers["retry-after"].isdigit()
+    assert body["error"] == "insufficient_storage", body
+    if full:
+        assert "disk is full" in body["message"] and r.headers["retry-after"].isdigit(), body
     return body
 
 
@@ -94,18 +97,24 @@ def test_a_full_disk_answers_507_and_harms_no_other_job(server, tmp_path, big_bo
         with open(big, "rb") as fh:
             _is_507(c.post("/jobs", files={"file": ("big.wav", fh)}))
         assert _job_dirs(server) == dirs  # no partial upload left
-        _is_507(c.post("/jobs", json={"url": big_body_url}))
-        assert _job_dirs(server) == dirs
+        # A URL job answers 202 at once; its download runs out of space, which /separate answers with.
+        failed = _is_507(c.post("/separate", json={"url": big_body_url}), full=False)
+        assert c.get(f"/jobs/{failed['job_id']}").json()["state"] == "failed"
+        left = {p.name for p in (server.data_dir / "jobs" / failed["job_id"]).iterdir()}
+        assert left <= {"job.log"}, left  # no partial download
+        dirs = _job_dirs(server)
 
-        # Room for the upload but not for SQLite's next write: POST /jobs fails at the insert.
+        # Room for the upload but not for the job's estimated disk need: refused at submit with the figures.
         small = make_wav(tmp_path / "s.wav", 0.2).read_bytes()
-        _fill(filler, leave=-(-len(small) // 4096) * 4096)
-        _is_507(c.post("/jobs", files={"file": ("s.wav", small)}))
+        _fill(filler, leave=-(-len(small) // 4096) * 4096 + 8192)
+        body = _is_507(c.post("/jobs", files={"file": ("s.wav", small)}), full=False)
+        assert body["need_mb"] > body["free_mb"], body
         assert _job_dirs(server) == dirs
 
-        # A completely full disk: reads still work, DELETE cannot write its row.
+        # A completely full disk: reads still work; a URL job cannot write its row, DELETE cannot write its row.
         _fill(filler)
         assert c.get("/health").status_code == 200 and c.get("/status").status_code == 200
+        _is_507(c.post("/jobs", json={"url": big_body_url}))
         _is_507(c.delete(f"/jobs/{done['id']}"))
         assert c.get(f"/jobs/{done['id']}").json()["state"] == "succeeded"
         assert c.get(f"/jobs/{done['id']}/stems/vocals").content == vocals
