@@ -150,8 +150,8 @@ volumes() {
     local owners server
     owners=$(docker exec "$container" stat -c '%u %n' /runpod-volume/models-cache /workspace/spark 2>&1 || true)
     echo "$owners"
-    server=$(docker top "$container" -eo uid,args | grep -E 'server\.py' || true)
-    echo "server process: $server"
+    server=$(docker top "$container" -eo pid,uid,args | awk '/server\.py/ { print $2, $3, $4 }')
+    echo "server process (uid, command): $server"
     [ "$(grep -c '^10001 ' <<<"$owners")" -eq 2 ] && [ "$(stat -c %u "$SMOKE_DIR/mounts/workspace")" = 0 ] \
         && [ "$(stat -c %u "$SMOKE_DIR/mounts/runpod-volume")" = 0 ] && [[ $server == "10001 "* ]] \
         && [ -n "$(ls "$SMOKE_DIR/mounts/runpod-volume/models-cache"/*.onnx 2>/dev/null)" ]
