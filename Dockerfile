@@ -49,8 +49,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20m --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS \"http://127.0.0.1:${PORT}/health\" || exit 1"]
 # Our own ENTRYPOINT replaces the base image's (nvidia_entrypoint.sh) and resets its CMD; tini reaps and forwards
 # signals. docker-entrypoint.sh starts as root only to create and own the service's dirs on root-owned volumes
-# (RunPod), then runs entrypoint.sh as uid SPARK_UID, which execs the server in the foreground.
-ENTRYPOINT ["/usr/bin/tini", "--", "/opt/spark/app/scripts/docker-entrypoint.sh"]
+# (RunPod), then runs entrypoint.sh as uid SPARK_UID, which execs the server in the foreground. uvicorn ends a
+# graceful SIGTERM shutdown by re-raising the signal (status 143): `-e 143` makes `docker stop` a clean exit 0.
+ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--", "/opt/spark/app/scripts/docker-entrypoint.sh"]
 CMD []
 
 COPY --chown=${SPARK_UID}:${SPARK_UID} . /opt/spark/app

@@ -197,7 +197,7 @@ stop() {
     docker logs "$container" >"$SMOKE_DIR/container.log" 2>&1
     echo "exit code $code after $((SECONDS - t0)) s; last log lines:"
     tail -4 "$SMOKE_DIR/container.log"
-    [ "$code" = 0 ]
+    [ "$code" = 0 ] && grep -q "Application shutdown complete" "$SMOKE_DIR/container.log"
 }
 
 figures=""

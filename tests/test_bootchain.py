@@ -360,7 +360,8 @@ def test_dockerfile_rules():
     # The ENTRYPOINT runs the repo's scripts/docker-entrypoint.sh (then entrypoint.sh, which the chain tests run),
     # in exec form under tini, so the base image's entrypoint does not swallow it.
     (entry,) = [json.loads(rest) for word, rest in ins if word == "ENTRYPOINT"]
-    assert entry[:2] == ["/usr/bin/tini", "--"] and entry[2] == "/opt/spark/app/scripts/docker-entrypoint.sh"
+    assert entry[:4] == ["/usr/bin/tini", "-e", "143", "--"]  # a SIGTERM'd server (143) is a clean stop
+    assert entry[4:] == ["/opt/spark/app/scripts/docker-entrypoint.sh"]
     assert ("COPY", "--chown=${SPARK_UID}:${SPARK_UID} . /opt/spark/app") in ins
     assert (REPO / "scripts/entrypoint.sh").stat().st_mode & 0o111
     assert (REPO / "scripts/docker-entrypoint.sh").stat().st_mode & 0o111
