@@ -5,15 +5,17 @@
 #                                  wheel of that version pinned (name==version), transitive deps included
 # and their lines in OUT/SHA256SUMS.
 #
-# usage: build_wheel_bundles.sh OUT_DIR --requirements FILE [--versions "3.10 3.11 3.12 3.13"]
+# usage: build_wheel_bundles.sh OUT_DIR --requirements FILE [--versions "3.11 3.12 3.13"]
 #                                       [--extra-index-url URL]...      download mode (production)
 #        build_wheel_bundles.sh OUT_DIR --wheels-dir DIR [--versions ...]  DIR/{VER}/*.whl already present
-# Download mode runs, per version:
+# Download mode works for every version from one build machine (scripts/wheel_target.py): environment markers
+# (python_version, ...) are evaluated for the TARGET version, in FILE and in every dependency, then
 #   pip download --only-binary=:all: --python-version VER --implementation cp --platform <each of PLATFORMS>
-#                -r FILE -d <dir>
-# so FILE should pin everything (requirements.txt with onnxruntime-gpu and torch's CUDA build, the latter from
-# --extra-index-url https://download.pytorch.org/whl/cu124). Versions whose wheels do not all exist fail here,
-# which is how 3.14 is left out until every wheel is published.
+# and the downloaded set is checked against the wheels' own Requires-Dist for VER. PLATFORMS lists every tag
+# pip accepts on a host with glibc GLIBC (2.35, Ubuntu 22.04: the oldest host the bundles serve): manylinux_2_5
+# to manylinux_2_35 and the legacy aliases, since pip matches --platform tags exactly. Versions whose wheels do
+# not all exist fail here, which is how 3.14 is left out until every wheel is published. PYTHON (python3) runs
+# pip; give it a clean pip configuration (PIP_CONFIG_FILE=/dev/null) if a local index carries other builds.
 set -euo pipefail
 LOG_FILE="${LOG_FILE:-}"
 # shellcheck source=scripts/lib.sh
@@ -23,9 +25,16 @@ usage() { echo "usage: $0 OUT_DIR (--requirements FILE [--extra-index-url URL]..
 [ $# -ge 1 ] || usage
 out=$1
 shift
-versions="3.10 3.11 3.12 3.13" requirements="" wheels_dir="" extra=()
-PLATFORMS="${PLATFORMS:-manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 linux_x86_64}"
-PIP="${PIP:-python3 -m pip}"
+versions="3.11 3.12 3.13" requirements="" wheels_dir="" extra=()
+GLIBC="${GLIBC:-2.35}"
+PYTHON="${PYTHON:-python3}"
+HERE=$(cd "$(dirname "$0")" && pwd)
+default_platforms() {  # every manylinux tag a glibc-$GLIBC x86_64 host accepts, newest first
+    local m
+    for ((m = ${GLIBC#2.}; m >= 5; m--)); do printf 'manylinux_2_%d_x86_64 ' "$m"; done
+    echo manylinux2014_x86_64 manylinux2010_x86_64 manylinux1_x86_64 linux_x86_64
+}
+PLATFORMS="${PLATFORMS:-$(default_platforms)}"
 while [ $# -gt 0 ]; do
     case $1 in
         --versions) versions=${2:?}; shift 2 ;;
@@ -56,9 +65,12 @@ for v in "${vers[@]}"; do
         plat=()
         for p in $PLATFORMS; do plat+=(--platform "$p"); done
         log "downloading wheels for Python $v"
-        # shellcheck disable=SC2086  # PIP is a command line
-        $PIP download --quiet --only-binary=:all: --python-version "$v" --implementation cp "${plat[@]}" \
-            "${extra[@]}" -r "$requirements" -d "$work/src/$v" || die "pip download failed for Python $v"
+        "$PYTHON" "$HERE/wheel_target.py" resolve "$v" "$requirements" >"$work/req-$v.txt" \
+            || die "cannot read $requirements"
+        "$PYTHON" "$HERE/wheel_target.py" download "$v" -- --quiet --only-binary=:all: --implementation cp \
+            "${plat[@]}" "${extra[@]}" -r "$work/req-$v.txt" -d "$work/src/$v" || die "pip download failed for Python $v"
+        "$PYTHON" "$HERE/wheel_target.py" check "$v" "$requirements" "$work/src/$v" >/dev/null \
+            || die "the wheels downloaded for Python $v do not meet their own requirements"
     fi
 done
 

@@ -33,7 +33,7 @@ MANIFEST_NAME="${MANIFEST_NAME:-SHA256SUMS}"
 PYTHON_INSTALL="${PYTHON_INSTALL:-auto}"
 SKIP_WHEELS="${SKIP_WHEELS:-0}" SKIP_MODELS="${SKIP_MODELS:-0}"
 KEEP_DOWNLOADS="${KEEP_DOWNLOADS:-0}" FORCE="${FORCE:-0}"
-SUPPORTED="3.10 3.11 3.12 3.13 3.14"   # 3.14 only when the manifest has its bundle (every wheel exists)
+SUPPORTED="3.11 3.12 3.13 3.14"   # fastapi and python-multipart need >= 3.11; 3.14 only with a published bundle
 WHEELS_MARK="$STATE_DIR/wheels.installed"
 MODELS_MARK="$MODELS_DIR/.spark-pack"   # lives with the models, so a reused volume keeps it
 READY_MARK="$STATE_DIR/ready"
@@ -76,7 +76,7 @@ usable() {  # usable VER: supported and its wheel bundle is published
 }
 find_python() {  # sets PY and PYVER to the first usable interpreter
     local c v
-    for c in ${PYTHON:-} python3 python3.13 python3.12 python3.11 python3.10 python3.14; do
+    for c in ${PYTHON:-} python3 python3.13 python3.12 python3.11 python3.14; do
         command -v "$c" >/dev/null 2>&1 || continue
         v=$(py_version "$c") || continue
         if usable "$v"; then PY=$(command -v "$c"); PYVER=$v; return 0; fi
@@ -88,7 +88,7 @@ install_python() {  # apt-get a supported Python that has a bundle
     local v
     [ "$PYTHON_INSTALL" = auto ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] || return 1
     apt-get update -qq || return 1
-    for v in 3.12 3.11 3.10 3.13; do
+    for v in 3.12 3.11 3.13; do
         usable "$v" || continue
         log "installing Python $v with apt-get"
         if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python$v" "python$v-venv"; then return 0; fi
@@ -97,8 +97,8 @@ install_python() {  # apt-get a supported Python that has a bundle
 }
 PY="" PYVER=""
 if ! find_python; then
-    log "no supported Python found (3.10 to 3.13; 3.9 is past end of life)"
-    if ! { install_python && find_python; }; then die "no supported Python: install 3.10 to 3.13 or set PYTHON"; fi
+    log "no supported Python found (3.11 to 3.13)"
+    if ! { install_python && find_python; }; then die "no supported Python: install 3.11 to 3.13 or set PYTHON"; fi
 fi
 log "using Python $PYVER ($PY)"
 

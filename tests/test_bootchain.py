@@ -343,21 +343,28 @@ def test_dockerfile_rules():
     (base,) = [rest for word, rest in ins if word == "FROM"]
     name, _, tag = base.partition(":")
     assert name == "nvidia/cuda" and re.fullmatch(r"\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", tag), base
-    users = [rest for word, rest in ins if word == "USER"]
-    assert users, "no USER"
-    uid = users[-1].split(":")[0].replace("${SPARK_UID}", args.get("SPARK_UID", ""))
-    assert uid.isdigit() and int(uid) != 0, users[-1]
+    # The build runs as the numeric service user; the container starts as root only for docker-entrypoint.sh,
+    # which owns the dirs on root-owned volumes and drops to the same uid (its default = the ARG).
+    users = [(i, rest) for i, (word, rest) in enumerate(ins) if word == "USER"]
+    build_run = next(i for i, (word, rest) in enumerate(ins) if word == "RUN" and "demucsServe.sh" in rest)
+    build_user = [rest for i, rest in users if i < build_run][-1]
+    uid = build_user.split(":")[0].replace("${SPARK_UID}", args.get("SPARK_UID", ""))
+    assert uid.isdigit() and int(uid) != 0, build_user
+    assert users[-1][1] == "0:0" and users[-1][0] > build_run
+    assert f'SPARK_UID="${{SPARK_UID:-{uid}}}"' in (SCRIPTS / "docker-entrypoint.sh").read_text()
     assert ("EXPOSE", "8185") in ins
     (health,) = [rest for word, rest in ins if word == "HEALTHCHECK"]
     assert "/health" in health and "${PORT}" in health
     env = " ".join(rest for word, rest in ins if word == "ENV")
     assert "PORT=8185" in env and "APP_DIR=/opt/spark/app" in env and "MODELS_DIR=/models-cache" in env
-    # The ENTRYPOINT runs the repo's scripts/entrypoint.sh (the file the chain tests run), in exec form under tini,
-    # so the base image's entrypoint does not swallow it.
+    # The ENTRYPOINT runs the repo's scripts/docker-entrypoint.sh (then entrypoint.sh, which the chain tests run),
+    # in exec form under tini, so the base image's entrypoint does not swallow it.
     (entry,) = [json.loads(rest) for word, rest in ins if word == "ENTRYPOINT"]
-    assert entry[:2] == ["/usr/bin/tini", "--"] and entry[2] == "/opt/spark/app/scripts/entrypoint.sh"
+    assert entry[:4] == ["/usr/bin/tini", "-e", "143", "--"]  # a SIGTERM'd server (143) is a clean stop
+    assert entry[4:] == ["/opt/spark/app/scripts/docker-entrypoint.sh"]
     assert ("COPY", "--chown=${SPARK_UID}:${SPARK_UID} . /opt/spark/app") in ins
     assert (REPO / "scripts/entrypoint.sh").stat().st_mode & 0o111
+    assert (REPO / "scripts/docker-entrypoint.sh").stat().st_mode & 0o111
     # the build installs through the same setup script, models only on request
     run = " ".join(rest for word, rest in ins if word == "RUN")
     assert "scripts/demucsServe.sh" in run and 'SKIP_MODELS="${skip}"' in run
