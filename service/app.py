@@ -21,7 +21,10 @@ from .config import Config
 from .context import Services
 from .errors import ApiError
 from .metrics import Metrics
-from .routes import files, jobs, system
+from . import events, peaks
+from .routes import events as events_routes
+from .routes import files, jobs, page, system
+from .routes import peaks as peaks_routes
 from .schemas import ErrorBody
 from .store import Store
 from .worker import Worker
@@ -59,6 +62,8 @@ def _lifespan(svc: Services):
             loop.call_soon_threadsafe(svc.wake, job_id)
 
         svc.store = store
+        app.state.job_events = events.attach(svc, loop)
+        peaks.watch_inputs(store)
         svc.worker = Worker(store, svc.runner, svc.metrics, on_finished=finished)
         svc.runner.start()
         svc.worker.start()
@@ -111,9 +116,10 @@ def create_app(cfg: Config) -> FastAPI:
     app.add_middleware(TokenAuth, token=cfg.api_token)
     _error_handlers(app)
     app.include_router(system.open_router)
+    app.include_router(page.router)
     # Documents the bearer scheme in OpenAPI; TokenAuth enforces it.
     api = APIRouter(dependencies=[Security(HTTPBearer(auto_error=False))], responses=ERRORS)
-    for r in (system.router, jobs.router, files.router):
+    for r in (system.router, jobs.router, files.router, events_routes.router, peaks_routes.router):
         api.include_router(r)
     app.include_router(api)
     return app

@@ -7,6 +7,7 @@ Only server-made ids (32 hex digits) and the fixed stem names ever become path p
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sqlite3
@@ -14,6 +15,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("spark.store")
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE = ("queued", "running")
@@ -60,10 +64,22 @@ class Store:
         self._db = sqlite3.connect(self.data_dir / "spark.db", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")  # survives kill -9 of the process
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+
+    def add_listener(self, cb: Callable[[str], None]) -> None:
+        """Call cb(job_id) after every committed change of a job row, from the writing thread."""
+        self._listeners.append(cb)
+
+    def _changed(self, job_id: str) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(job_id)
+            except Exception:
+                log.exception("job change listener failed")
 
     # ---- paths (the id is validated here, the only way a request's data reaches the filesystem)
     def job_dir(self, job_id: str) -> Path:
@@ -117,10 +133,11 @@ class Store:
                     "VALUES (?, 'queued', ?, ?, ?, ?, 'queued')",
                     (job_id, time.time(), json.dumps(options), json.dumps(input_facts), pack))
                 self._db.execute("COMMIT")
-                return True
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        self._changed(job_id)
+        return True
 
     def get(self, job_id: str) -> dict | None:
         if not valid_id(job_id):
@@ -152,6 +169,8 @@ class Store:
                 "stage='starting', stage_started_at=?, timings='{}' "
                 "WHERE seq=(SELECT seq FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1) RETURNING *",
                 (time.time(), time.time())).fetchone()
+        if row is not None:
+            self._changed(row["id"])
         return self._row(row)
 
     def requeue_running(self) -> list[str]:
@@ -166,7 +185,8 @@ class Store:
         """Progress of a running job (no effect once it was canceled or finished)."""
         cols = ", ".join(f"{k}=?" for k in fields)
         args = [json.dumps(v) if k in _JSON_COLS else v for k, v in fields.items()]
-        self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state='running'", (*args, job_id))
+        if self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state='running'", (*args, job_id)).rowcount:
+            self._changed(job_id)
 
     def finish(self, job_id: str, state: str, **fields) -> bool:
         """Move an active job to a final state; False when it was not active (e.g. canceled meanwhile)."""
@@ -175,11 +195,14 @@ class Store:
         args = [json.dumps(v) if k in _JSON_COLS else v for k, v in fields.items()]
         cur = self._exec(f"UPDATE jobs SET {cols} WHERE id=? AND state IN ('queued','running')",
                          (*args, job_id))
+        if cur.rowcount == 1:
+            self._changed(job_id)
         return cur.rowcount == 1
 
     def delete(self, job_id: str) -> None:
         self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
         self.delete_files(job_id)
+        self._changed(job_id)
 
     def expired(self, ttl_s: float) -> list[str]:
         rows = self._exec("SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
