@@ -11,6 +11,8 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
+from prometheus_client import Gauge
+
 from .context import Services
 from .store import FINISHED
 from .views import job_out
@@ -30,6 +32,7 @@ class JobEvents:
     def __init__(self, svc: Services, loop: asyncio.AbstractEventLoop):
         self.svc, self.loop = svc, loop
         self.subs: dict[str, set[Subscriber]] = {}  # touched on the loop only
+        self.gauge = Gauge("spark_event_streams", "open job event streams", registry=svc.metrics.registry)
 
     def event(self, job_id: str) -> dict:
         job = self.svc.store.get(job_id)
@@ -56,17 +59,16 @@ class JobEvents:
     def subscribe(self, job_id: str) -> Subscriber:
         sub = Subscriber(job_id)
         self.subs.setdefault(job_id, set()).add(sub)
+        self.gauge.inc()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self.subs.get(sub.job_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
+            self.gauge.dec()
             if not subs:
                 del self.subs[sub.job_id]
-
-    def count(self) -> int:
-        return sum(len(s) for s in self.subs.values())
 
 
 def sse(event: dict) -> bytes:
