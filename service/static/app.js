@@ -182,6 +182,7 @@ function onEvent(block) {
   if (name !== 'job' || !data) return;
   const job = JSON.parse(data);
   if (job.state === 'deleted') removeJob(job.id); else updateJob(job);
+  if (!active(job)) refresh(); // the queue counts and the next job to follow
 }
 
 // ---------------------------------------------------------------- submit
