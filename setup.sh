@@ -21,4 +21,5 @@ fi
 # torch first and pinned: an open-ended torch requirement would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/pip install -q -e ./client  # the pipeline client (`spark` command), tested by tests/test_client.py
 echo "setup done: .venv ready"
