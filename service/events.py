@@ -48,6 +48,8 @@ class JobEvents:
             # another job left the queue or moved: queued jobs' positions may have changed
             ids += [j for j, subs in watched.items() if j != job_id and any(s.state == "queued" for s in subs)]
         for jid in ids:
+            if self.loop.is_closed():  # a worker still writing while the server shuts down
+                return
             self.loop.call_soon_threadsafe(self._fan_out, jid, self.event(jid))
 
     # ---- loop

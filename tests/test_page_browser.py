@@ -166,22 +166,39 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     shot(d, "08-phone")
     d.set_window_size(1280, 900)
 
-    # Cancel a job while it runs or waits: the page says so; then delete the finished one.
-    d.find_element(By.ID, "file").send_keys(str(CLIP))
-    d.find_element(By.ID, "send").click()
+    # Two more jobs: cancel the first while it runs; the second fails (its input vanishes while it waits, a
+    # failure injected into the real worker), and the page says why.
+    def submit_clip() -> str:
+        before = {li.get_attribute("id") for li in d.find_elements(By.CSS_SELECTOR, "#job-list li")}
+        d.find_element(By.ID, "file").send_keys(str(CLIP))
+        d.find_element(By.ID, "send").click()
+        return wait(d, lambda d: next((li.get_attribute("id")[4:] for li in
+                                       d.find_elements(By.CSS_SELECTOR, "#job-list li.selected")
+                                       if li.get_attribute("id") not in before), None), what="new job selected")
+
+    first, second = submit_clip(), submit_clip()
+    for p in (server.data_dir / "jobs" / second).glob("input*"):
+        p.unlink()
+    d.find_element(By.ID, f"job-{first}").click()
     wait(d, lambda d: d.find_element(By.ID, "d-cancel").is_displayed(), what="cancel button")
     d.find_element(By.ID, "d-cancel").click()
     wait(d, lambda d: "canceled" in visible_text(d, "#d-error"), what="canceled message")
     shot(d, "09-canceled")
+    d.find_element(By.ID, f"job-{second}").click()
+    wait(d, lambda d: "The job failed: the input file is gone" in visible_text(d, "#d-error"), what="failure")
+    assert "failed" in d.find_element(By.CSS_SELECTOR, f"#job-{second} .state").text
+    wait(d, lambda d: "failed: the input file is gone" in d.find_element(By.ID, "d-log").text, what="log")
+    assert d.find_element(By.ID, "d-log").text.count("queued:") == 1  # each log line shown once
+    shot(d, "10-failed")
     d.find_element(By.ID, f"job-{job_id}").click()
     wait(d, lambda d: d.find_element(By.ID, "d-delete").is_displayed(), what="delete button")
     d.find_element(By.ID, "d-delete").click()
     wait(d, lambda d: not d.find_elements(By.ID, f"job-{job_id}"), what="job removed")
     with server.client() as c:
         assert c.get(f"/jobs/{job_id}").status_code == 404
-    shot(d, "10-deleted")
+    shot(d, "11-deleted")
 
     # A server that stops accepting the token (e.g. rotated): back to the login with a clear message.
     d.execute_script("sessionStorage.setItem('spark-token', 'rotated'); location.reload()")
     wait(d, lambda d: "Wrong token" in visible_text(d, "#login-msg"), what="token refused after reload")
-    shot(d, "11-token-refused")
+    shot(d, "12-token-refused")

@@ -263,7 +263,9 @@ function renderDetail(job, changed) {
 
 async function pollLog() {
   const log = S.log, id = log.id;
+  if (log.busy) { log.again = true; return; } // one read at a time, or a chunk would be shown twice
   clearTimeout(log.timer);
+  log.busy = true; log.again = false;
   try {
     const chunk = await apiJson(`/jobs/${id}/logs?offset=${log.offset}`);
     if (S.log !== log) return;
@@ -272,6 +274,9 @@ async function pollLog() {
     if (!chunk.complete) log.timer = setTimeout(pollLog, chunk.text ? 200 : 2000);
   } catch (e) {
     if (!(e instanceof Unauthorized) && S.log === log) $('#d-log').textContent += `\n(log unavailable: ${e.message})`;
+  } finally {
+    log.busy = false;
+    if (log.again && S.log === log) pollLog();
   }
 }
 
