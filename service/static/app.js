@@ -242,6 +242,7 @@ function select(id) {
   S.selected = id;
   document.querySelectorAll('#job-list li').forEach((li) => li.classList.toggle('selected', li.id === 'job-' + id));
   $('#detail').hidden = false;
+  if (window.innerWidth <= 900) $('#detail').scrollIntoView({ block: 'start' }); // one column: bring it into view
   $('#d-log').textContent = '';
   S.log = { id, offset: 0, timer: null };
   pollLog();
