@@ -97,10 +97,12 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     assert TOKEN not in d.current_url and d.execute_script("return localStorage.length") == 0
     shot(d, "03-logged-in")
 
-    # A file that is not media: refused with the server's reason.
-    bad = tmp_path / "notes.wav"
-    bad.write_bytes(b"this is not audio at all\n" * 100)
-    d.find_element(By.ID, "file").send_keys(str(bad))
+    # A file that is not media, dropped on the drop zone: refused with the server's reason.
+    d.execute_script("""
+        const dt = new DataTransfer();
+        dt.items.add(new File(['this is not audio at all\\n'.repeat(100)], 'notes.wav'));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));""")
+    assert d.find_element(By.ID, "drop-text").text.startswith("notes.wav")
     d.find_element(By.ID, "send").click()
     wait(d, lambda d: visible_text(d, "#submit-msg").startswith("Refused:"), what="refused message")
     assert "decode" in visible_text(d, "#submit-msg") or "format" in visible_text(d, "#submit-msg")
@@ -164,6 +166,9 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     time.sleep(0.5)
     assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
     shot(d, "08-phone")
+    d.execute_script("document.getElementById('detail').scrollIntoView()")
+    assert d.find_element(By.CSS_SELECTOR, '.track[data-stem="vocals"] canvas').size["width"] <= 390
+    shot(d, "08-phone-player")
     d.set_window_size(1280, 900)
 
     # Two more jobs: cancel the first while it runs; the second fails (its input vanishes while it waits, a
