@@ -80,13 +80,16 @@ def watch_inputs(store: Store) -> None:
     started: set[str] = set()
 
     def changed(job_id: str) -> None:
-        if job_id in started:
+        if job_id in started or cache_path(store, job_id, "original").is_file():
             return
         try:
             source = next(store.job_dir(job_id).glob("input*"), None)
         except OSError:
             return
-        if source is None or not source.is_file() or cache_path(store, job_id, "original").is_file():
+        if source is None or not source.is_file():
+            return
+        job = store.get(job_id)
+        if job is None or job["stage"] == "downloading":  # a URL input still arriving
             return
         started.add(job_id)
         threading.Thread(target=_original, args=(store, job_id, source, started), daemon=True,

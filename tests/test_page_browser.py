@@ -44,6 +44,7 @@ def browser(downloads):
                 "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                            "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -207,3 +208,9 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     d.execute_script("sessionStorage.setItem('spark-token', 'rotated'); location.reload()")
     wait(d, lambda d: "Wrong token" in visible_text(d, "#login-msg"), what="token refused after reload")
     shot(d, "12-token-refused")
+
+    # No script error and nothing the Content-Security-Policy had to block (expected: the refused requests).
+    console = [e["message"] for e in d.get_log("browser")]
+    assert any("401" in m for m in console)  # the console is read: the refused token was logged
+    problems = [m for m in console if "Uncaught" in m or "Content Security Policy" in m]
+    assert not problems, problems
