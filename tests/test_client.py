@@ -2,6 +2,8 @@
 download cut in the middle by a loopback proxy, a full queue answering 429."""
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
@@ -23,7 +25,7 @@ from spark_client import Client, Unavailable  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, random_pack):
-    srv = Server(tmp_path_factory.mktemp("client") / "data", random_pack).start()
+    srv = Server(tmp_path_factory.mktemp("client") / "data", random_pack, SPARK_ALLOW_PRIVATE_URLS=1).start()
     yield srv
     srv.stop()
 
@@ -238,12 +240,25 @@ def test_full_queue_429_is_retried_after_retry_after_with_one_idempotency_key(tm
         srv.stop()
 
 
-def test_library_separate_and_unreachable_server(server, media, tmp_path):
+def test_library_separate_upload_progress_url_and_unreachable_server(server, media, tmp_path):
     with Client(server.base, TOKEN) as c:
         updates = []
         files = c.separate(media["a"], tmp_path, {"stems": ["vocals", "instrumental"]}, on_update=updates.append)
-    assert set(files) == {"vocals", "instrumental"} and all(p.is_file() for p in files.values())
-    assert updates[-1]["state"] == "succeeded" and len(updates) >= 2
+        assert set(files) == {"vocals", "instrumental"} and all(p.is_file() for p in files.values())
+        assert updates[-1]["state"] == "succeeded" and len(updates) >= 2
+        sent = []
+        job = c.submit(media["long"], {"stems": "vocals"}, progress=lambda done, total: sent.append((done, total)))
+        size = media["long"].stat().st_size
+        assert sent[-1] == (size, size) and len(sent) > 10  # streamed in chunks, reported as it goes
+        c.cancel(job["id"])
+        # A URL input, served by a local web server.
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media["dir"]))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+            threading.Thread(target=web.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{web.server_address[1]}/single.wav"
+            files = c.separate(url, tmp_path / "from_url", {"stems": "vocals"})
+            web.shutdown()
+        assert sf.info(str(files["vocals"])).frames == sf.info(str(media["c"])).frames
     with Client(f"http://127.0.0.1:{free_port()}", TOKEN, retries=1, backoff=0.05) as c:
         with pytest.raises(Unavailable):
             c.jobs()

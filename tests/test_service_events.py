@@ -177,3 +177,48 @@ def test_page_shell_is_open_and_talks_to_this_server_only(server):
         assert not re.search(r"(src|href)=\"(https?:)?//", text)
         assert "localStorage" not in text
     assert httpx.get(server.base + "/ui/other.js").status_code == 401  # only the shell is open
+
+
+def test_stream_sends_heartbeats_and_ends_with_the_job(monkeypatch, tmp_path):
+    """The stream generator itself (no HTTP): a keep-alive comment while nothing changes, the final event, then
+    the end, with the subscription gone. Real Store and hub; the heartbeat period shortened."""
+    import asyncio
+
+    from service import events
+    from service.config import Config
+    from service.context import Services
+    from service.metrics import Metrics
+    from service.store import Store
+
+    monkeypatch.setattr(events, "HEARTBEAT_S", 0.2)
+
+    async def run():
+        svc = Services(cfg=Config(data_dir=tmp_path), runner=None, metrics=Metrics())
+        svc.store = Store(tmp_path)
+        hub = events.attach(svc, asyncio.get_running_loop())
+        svc.store.insert(UNKNOWN, {"stems": ["vocals"]}, {"name": "x"}, "demo")
+        svc.store.claim_next()
+        sub = hub.subscribe(UNKNOWN)
+        first = hub.event(UNKNOWN)
+        sub.state = first["state"]
+        chunks, gen = [], events.stream(hub, sub, first)
+        chunks.append(await gen.__anext__())
+        chunks.append(await asyncio.wait_for(gen.__anext__(), 2))  # nothing changed: a heartbeat
+        await asyncio.to_thread(svc.store.update_running, UNKNOWN, progress=0.5, stage="encode")
+        chunks.append(await asyncio.wait_for(gen.__anext__(), 2))
+        await asyncio.to_thread(svc.store.finish, UNKNOWN, "succeeded", progress=1.0, stage="done",
+                                stems=["vocals"])
+        chunks.append(await asyncio.wait_for(gen.__anext__(), 2))
+        with pytest.raises(StopAsyncIteration):
+            await gen.__anext__()
+        return chunks, hub, svc
+
+    chunks, hub, svc = asyncio.run(run())
+    assert chunks[0].startswith(b"retry: 3000\n\nevent: job\ndata: ")
+    assert chunks[1] == b": keep-alive\n\n"
+    mid = json.loads(chunks[2].split(b"data: ", 1)[1])
+    assert mid["progress"] == 0.5 and mid["stage"] == "encode"
+    last = json.loads(chunks[3].split(b"data: ", 1)[1])
+    assert last["state"] == "succeeded" and last["stems"] == {"vocals": f"/jobs/{UNKNOWN}/stems/vocals"}
+    assert hub.subs == {} and svc.metrics.registry.get_sample_value("spark_event_streams") == 0
+    svc.store.close()
