@@ -62,11 +62,17 @@ def cached(store: Store, job_id: str, stem: str, source: Path | None) -> np.ndar
                 if source.is_file():
                     raise
                 return None
-            path.parent.mkdir(exist_ok=True)  # no parents: a deleted job's folder is never made again
             tmp = path.with_name(path.name + ".part.npy")
-            np.save(tmp, base.astype(np.float32))
-            os.replace(tmp, path)
-        return np.load(path)
+            try:
+                path.parent.mkdir(exist_ok=True)  # no parents: a deleted job's folder is never made again
+                np.save(tmp, base.astype(np.float32))
+                os.replace(tmp, path)
+            except FileNotFoundError:  # the job was deleted meanwhile
+                return None
+        try:
+            return np.load(path)
+        except FileNotFoundError:
+            return None
 
 
 def peaks_json(base: np.ndarray, points: int, stem: str, duration_s: float | None) -> dict:
