@@ -19,6 +19,8 @@ from .errors import AuthError, DownloadError, JobCanceled, JobFailed, NotFound, 
 log = logging.getLogger("spark_client")
 FINISHED = ("succeeded", "failed", "canceled")
 RETRY_STATUS = (429, 502, 503, 504)
+# The server answers a submit after it has the whole input and has probed it (long media: a while).
+SUBMIT_TIMEOUT = httpx.Timeout(900.0, connect=10.0)
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
 
 
@@ -135,7 +137,7 @@ class Client:
         key = idempotency_key or uuid.uuid4().hex
         src = str(source)
         if src.startswith(("http://", "https://")):
-            return self.json("POST", "/jobs", headers={"Idempotency-Key": key},
+            return self.json("POST", "/jobs", headers={"Idempotency-Key": key}, timeout=SUBMIT_TIMEOUT,
                              body=lambda: {"json": {**fields, "url": src}})
         path = Path(src)
         size = path.stat().st_size
@@ -149,7 +151,7 @@ class Client:
             up = _ReadProgress(f, progress, size) if progress else f
             return {"data": fields, "files": {"file": (path.name, up, "application/octet-stream")}}
         try:
-            return self.json("POST", "/jobs", headers={"Idempotency-Key": key}, body=body)
+            return self.json("POST", "/jobs", headers={"Idempotency-Key": key}, body=body, timeout=SUBMIT_TIMEOUT)
         finally:
             for f in files:
                 f.close()
