@@ -5,8 +5,10 @@ cd "$(dirname "$0")"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-# ffmpeg: test media; espeak-ng/fluidsynth/soundfont: demo-pack data; bats/shellcheck/curl/zip: boot-chain tests.
-APT_PACKAGES="ffmpeg espeak-ng fluidsynth fluid-soundfont-gm sox bats shellcheck curl zip unzip ca-certificates"
+# ffmpeg: test media; espeak-ng/fluidsynth/soundfont: demo-pack data; bats/shellcheck/curl/zip: boot-chain tests;
+# chromium/chromium-driver: the operator page's browser test.
+APT_PACKAGES="ffmpeg espeak-ng fluidsynth fluid-soundfont-gm sox bats shellcheck curl zip unzip ca-certificates
+chromium chromium-driver"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -19,4 +21,5 @@ fi
 # torch first and pinned: an open-ended torch requirement would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/pip install -q -e ./client  # the pipeline client (`spark` command), tested by tests/test_client.py
 echo "setup done: .venv ready"

@@ -25,7 +25,10 @@ from .config import Config
 from .context import Services
 from .errors import ApiError, disk_full, insufficient_storage
 from .metrics import Metrics
-from .routes import files, jobs, system
+from . import events, peaks
+from .routes import events as events_routes
+from .routes import files, jobs, page, system
+from .routes import peaks as peaks_routes
 from .schemas import ErrorBody
 from .store import Store
 from .submit import resume_downloads
@@ -79,6 +82,8 @@ def _lifespan(svc: Services):
                        for i in range(len(svc.runner.devices))]
         supervisor = Supervisor(store, svc.workers, svc.cfg, svc.metrics, finished, svc.request_exit,
                                 held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)])
+        app.state.job_events = events.attach(svc, loop)
+        peaks.watch_inputs(store)
         supervisor.beat()  # jobs of a process that died are requeued (or failed) before anything runs
         svc.runner.start()
         for w in svc.workers:
@@ -167,9 +172,10 @@ def create_app(cfg: Config) -> FastAPI:
     app.add_middleware(TokenAuth, token=cfg.api_token)
     _error_handlers(app)
     app.include_router(system.open_router)
+    app.include_router(page.router)
     # Documents the bearer scheme in OpenAPI; TokenAuth enforces it.
     api = APIRouter(dependencies=[Security(HTTPBearer(auto_error=False))], responses=ERRORS)
-    for r in (system.router, jobs.router, files.router):
+    for r in (system.router, jobs.router, files.router, events_routes.router, peaks_routes.router):
         api.include_router(r)
     app.include_router(api)
     return app

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 
 class TokenAuth:
-    OPEN = {"/health"}
+    OPEN = {"/health", "/", "/ui/app.js", "/ui/app.css"}  # the page shell holds no data (routes/page.py)
 
     def __init__(self, app, token: str | None):
         self.app = app

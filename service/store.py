@@ -71,6 +71,7 @@ class Store:
         self._db = sqlite3.connect(self.data_dir / "spark.db", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")  # survives kill -9 of the process
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -81,7 +82,6 @@ class Store:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
             self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(idem_key) "
                              "WHERE idem_key IS NOT NULL")
-        self._listeners: list[Callable[[str], None]] = []
 
     # ---- change feed
     def add_listener(self, cb: Callable[[str], None]) -> None:

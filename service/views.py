@@ -102,6 +102,11 @@ class _Slice:
         return data
 
 
+def stem_name(job: dict, stem: str) -> str:
+    """A stem's download name, which is also its entry name inside result.zip."""
+    return f"{job['input'].get('name') or 'audio'}_{stem}.{EXT[job['options'].get('format', 'wav')]}"
+
+
 def download(svc: Services, job: dict, stem: str | None) -> RangeFileResponse:
     """One stem (or the zip when stem is None) of a finished job, Range requests supported."""
     if job["state"] != "succeeded":
@@ -116,8 +121,8 @@ def download(svc: Services, job: dict, stem: str | None) -> RangeFileResponse:
     elif stem not in job["stems"]:
         raise ApiError(404, "not_found", f"this job has no {stem} stem (it made: {', '.join(job['stems'])})")
     else:
-        ext = EXT[job["options"].get("format", "wav")]
-        filename, media = f"{name}_{stem}.{ext}", MEDIA_TYPE[ext]
+        filename = stem_name(job, stem)
+        media = MEDIA_TYPE[EXT[job["options"].get("format", "wav")]]
     # safe_name() leaves only [A-Za-z0-9._ -]: a plain quoted filename every client (curl -J too) reads
     headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     if stem is None:

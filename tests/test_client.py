@@ -1,0 +1,264 @@
+"""The pipeline client (client/spark_client) against the real server: the `spark` command and the library, a
+download cut in the middle by a loopback proxy, a full queue answering 429."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import pytest
+import soundfile as sf
+
+from test_service_support import TOKEN, Server, free_port, make_wav, wait_job
+
+spark_client = pytest.importorskip("spark_client", reason="pip install -e ./client (setup.sh does)")
+from spark_client import Client, Unavailable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, random_pack):
+    srv = Server(tmp_path_factory.mktemp("client") / "data", random_pack, SPARK_ALLOW_PRIVATE_URLS=1).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    (d / "folder").mkdir()
+    return {"a": make_wav(d / "folder" / "scene one.wav", 1.0, extra_frames=11),
+            "b": make_wav(d / "folder" / "scene two.flac", 0.7, sr=48000, seed=1),
+            "c": make_wav(d / "single.wav", 1.2, channels=1, seed=2),
+            "mid": make_wav(d / "mid.wav", 4.0), "long": make_wav(d / "long.wav", 25.0),
+            "folder": d / "folder", "dir": d}
+
+
+def spark(server, *args, token=TOKEN, timeout=120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPARK_SERVER": server.base if hasattr(server, "base") else server}
+    env.pop("SPARK_API_TOKEN", None)
+    if token:
+        env["SPARK_API_TOKEN"] = token
+    r = subprocess.run([sys.executable, "-m", "spark_client", *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    assert TOKEN not in r.stdout + r.stderr  # the token is never echoed
+    return r
+
+
+class Proxy:
+    """A loopback TCP proxy to the server that records requests and can cut one response after N bytes."""
+
+    def __init__(self, port: int, cut_after: int | None = None, match: bytes = b""):
+        self.target, self.cut_after, self.match = port, cut_after, match
+        self.sent: list[bytes] = []  # everything each connection sent to the server
+        self.cuts = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            conn = {"armed": False, "sent": bytearray()}
+            self.sent.append(conn["sent"])
+            threading.Thread(target=self._pump_up, args=(down, up, conn), daemon=True).start()
+            threading.Thread(target=self._pump_down, args=(up, down, conn), daemon=True).start()
+
+    def _pump_up(self, down, up, conn):
+        try:
+            while data := down.recv(65536):
+                conn["sent"] += data
+                if self.cut_after is not None and self.cuts == 0 and self.match in data:
+                    conn["armed"] = True
+                up.sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+    def _pump_down(self, up, down, conn):
+        passed = 0
+        try:
+            while data := up.recv(16384):
+                if conn["armed"]:
+                    if passed + len(data) >= self.cut_after:
+                        down.sendall(data[: self.cut_after - passed])
+                        self.cuts += 1
+                        conn["armed"] = False
+                        down.shutdown(socket.SHUT_RDWR)
+                        return
+                    passed += len(data)
+                down.sendall(data)
+        except OSError:
+            pass
+        finally:
+            down.close()
+
+    def requests(self, method: str, path_part: str) -> list[dict]:
+        """Request heads (as header dicts) with this method whose path contains path_part."""
+        out = []
+        for data in self.sent:
+            for m in re.finditer(rb"(GET|POST|DELETE) (\S+) HTTP/1.1\r\n(.*?)\r\n\r\n", bytes(data), re.S):
+                if m.group(1).decode() == method and path_part in m.group(2).decode():
+                    out.append({k.lower(): v for k, _, v in (line.decode().partition(": ")
+                                                             for line in m.group(3).split(b"\r\n"))})
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+def test_separate_files_a_folder_json_and_cleanup(server, media, tmp_path):
+    out = tmp_path / "stems"
+    r = spark(server, "separate", str(media["folder"]), str(media["c"]), "--out", str(out), "--format", "flac",
+              "--stems", "vocals,instrumental", "--json")
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)
+    assert [x["name"] for x in results] == ["scene one", "scene two", "single"]
+    for res, src in zip(results, (media["a"], media["b"], media["c"])):
+        assert res["state"] == "succeeded" and set(res["files"]) == {"vocals", "instrumental"}
+        for path in res["files"].values():
+            assert path.startswith(str(out / res["name"])) and path.endswith(".flac")
+            info, src_info = sf.info(path), sf.info(str(src))
+            assert info.frames == src_info.frames and info.samplerate == src_info.samplerate
+    with server.client() as c:  # jobs deleted once downloaded (no --keep)
+        ids = {j["id"] for j in c.get("/jobs").json()["jobs"]}
+    assert not ids & {x["job_id"] for x in results}
+    # Not --json: one line per input with its files.
+    r = spark(server, "separate", str(media["c"]), "--out", str(tmp_path / "again"), "--keep")
+    assert r.returncode == 0 and str(tmp_path / "again" / "single" / "vocals.wav") in r.stdout
+
+
+def test_submit_list_wait_download_cancel(server, media, tmp_path):
+    r = spark(server, "submit", str(media["a"]), str(media["c"]), "--stems", "vocals")
+    assert r.returncode == 0, r.stderr
+    ids = r.stdout.split()
+    assert len(ids) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    r = spark(server, "wait", *ids)
+    assert r.returncode == 0 and r.stdout.split() == [ids[0], "succeeded", ids[1], "succeeded"]
+    listed = json.loads(spark(server, "list", "--json", "--state", "succeeded").stdout)
+    assert set(ids) <= {j["id"] for j in listed}
+    r = spark(server, "download", ids[0], "--out", str(tmp_path / "z"), "--zip", "--json")
+    assert r.returncode == 0
+    (zpath,) = json.loads(r.stdout)
+    assert zipfile.ZipFile(zpath).namelist() == ["scene one_vocals.wav"]
+    r = spark(server, "download", ids[1], "--out", str(tmp_path / "s"))
+    assert r.returncode == 0 and sf.info(r.stdout.strip()).frames == sf.info(str(media["c"])).frames
+    assert spark(server, "cancel", *ids).stdout.split() == [ids[0], "deleted", ids[1], "deleted"]
+    # A running job canceled from another shell: `wait` says so with its own exit code.
+    job_id = spark(server, "submit", str(media["long"])).stdout.strip()
+    waiter = subprocess.Popen([sys.executable, "-m", "spark_client", "wait", job_id, "--json"],
+                              env={**os.environ, "SPARK_SERVER": server.base, "SPARK_API_TOKEN": TOKEN},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    assert spark(server, "cancel", job_id).returncode == 0
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 7, err
+    assert json.loads(out)[0]["state"] == "canceled"
+
+
+def test_exit_codes_per_failure_kind(server, media, tmp_path):
+    r = spark(server, "list", token="wrong-token")
+    assert r.returncode == 3 and "token" in r.stderr
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n" * 50)
+    r = spark(server, "submit", str(bad), "--json")
+    assert r.returncode == 4 and json.loads(r.stdout)["status"] == 415
+    r = spark(server, "submit", str(media["c"]), "--stems", "vocals,guitar")
+    assert r.returncode == 4 and "stems" in r.stderr
+    assert spark(server, "wait", "0" * 32).returncode == 8
+    t0 = time.monotonic()
+    r = spark(f"http://127.0.0.1:{free_port()}", "list", "--retries", "2")
+    assert r.returncode == 5 and "cannot reach" in r.stderr and r.stderr.count("retrying") == 2
+    assert time.monotonic() - t0 < 30
+    assert spark(server, "list", "--no-such-flag").returncode == 2
+
+
+def test_download_resumes_after_a_cut_connection(server, media, tmp_path):
+    with Client(server.base, TOKEN) as direct:
+        job = direct.wait(direct.submit(media["mid"], {"format": "wav"})["id"])
+        whole = direct.http.get(f"/jobs/{job['id']}/result.zip").content
+    assert len(whole) > 1_000_000
+    proxy = Proxy(server.port, cut_after=400_000, match=b"result.zip")
+    retries = []
+    try:
+        with Client(proxy.base, TOKEN, backoff=0.1, on_retry=lambda why, d: retries.append(why)) as c:
+            seen = []
+            path = c.download(job["id"], tmp_path, progress=lambda done, total: seen.append((done, total)))
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and retries and "resuming" in retries[0]
+    assert path.name == "mid_stems.zip" and path.read_bytes() == whole
+    assert not list(tmp_path.glob("*.part"))
+    gets = proxy.requests("GET", "result.zip")
+    assert len(gets) == 2 and "range" not in gets[0]
+    start = int(gets[1]["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start < 400_000 and gets[1]["if-range"]  # resumed from the bytes kept, same file version
+    assert seen[-1] == (len(whole), len(whole))
+
+
+def test_full_queue_429_is_retried_after_retry_after_with_one_idempotency_key(tmp_path, random_pack, media):
+    srv = Server(tmp_path / "data", random_pack, SPARK_QUEUE_SIZE=1).start()
+    proxy = Proxy(srv.port)
+    try:
+        with srv.client() as c:
+            running = c.post("/jobs", files={"file": ("long.wav", open(media["long"], "rb"))}).json()
+            wait_job(c, running["id"], until=("running",))
+            queued = c.post("/jobs", files={"file": ("long.wav", open(media["long"], "rb"))}).json()
+            assert c.post("/jobs", files={"file": ("c.wav", open(media["c"], "rb"))}).status_code == 429
+            # The command gives up when told not to wait: exit 5, the reason on stderr.
+            r = spark(srv, "submit", str(media["c"]), "--max-wait", "0")
+            assert r.returncode == 5 and "queue is full" in r.stderr
+
+            retried = []
+
+            def on_retry(why, delay):
+                retried.append((why, delay))
+                c.delete(f"/jobs/{queued['id']}")  # room in the queue for the retry
+
+            with Client(proxy.base, TOKEN, on_retry=on_retry, max_wait=6) as client:  # max_wait caps the pause
+                job = client.submit(media["c"], {"stems": "vocals"})
+            assert len(retried) == 1 and "429" in retried[0][0] and 5 <= retried[0][1] <= 6  # Retry-After >= 5
+            posts = proxy.requests("POST", "/jobs")
+            assert len(posts) == 2 and posts[0]["idempotency-key"] == posts[1]["idempotency-key"]
+            assert job["state"] in ("queued", "running")
+            for j in (running, job):
+                c.delete(f"/jobs/{j['id']}")
+    finally:
+        proxy.close()
+        srv.stop()
+
+
+def test_library_separate_upload_progress_url_and_unreachable_server(server, media, tmp_path):
+    with Client(server.base, TOKEN) as c:
+        updates = []
+        files = c.separate(media["a"], tmp_path, {"stems": ["vocals", "instrumental"]}, on_update=updates.append)
+        assert set(files) == {"vocals", "instrumental"} and all(p.is_file() for p in files.values())
+        assert updates[-1]["state"] == "succeeded" and len(updates) >= 2
+        sent = []
+        job = c.submit(media["long"], {"stems": "vocals"}, progress=lambda done, total: sent.append((done, total)))
+        size = media["long"].stat().st_size
+        assert sent[-1] == (size, size) and len(sent) > 10  # streamed in chunks, reported as it goes
+        c.cancel(job["id"])
+        # A URL input, served by a local web server.
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media["dir"]))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+            threading.Thread(target=web.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{web.server_address[1]}/single.wav"
+            files = c.separate(url, tmp_path / "from_url", {"stems": "vocals"})
+            web.shutdown()
+        assert sf.info(str(files["vocals"])).frames == sf.info(str(media["c"])).frames
+    with Client(f"http://127.0.0.1:{free_port()}", TOKEN, retries=1, backoff=0.05) as c:
+        with pytest.raises(Unavailable):
+            c.jobs()
