@@ -197,7 +197,7 @@ def test_stream_sends_heartbeats_and_ends_with_the_job(monkeypatch, tmp_path):
         svc.store = Store(tmp_path)
         hub = events.attach(svc, asyncio.get_running_loop())
         svc.store.insert(UNKNOWN, {"stems": ["vocals"]}, {"name": "x"}, "demo")
-        svc.store.claim_next()
+        svc.store.claim_next("test-worker", 30.0)
         sub = hub.subscribe(UNKNOWN)
         first = hub.event(UNKNOWN)
         sub.state = first["state"]
