@@ -83,6 +83,8 @@ def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class DemucsRunner:
+    both_polarities = True  # P() = (A(x) - A(-x)) / 2; False: A(x) alone (the cinematic recipe)
+
     def __init__(self, device: torch.device, batch_windows: int, half: bool = False,
                  on_oom: Callable[[], None] | None = None):
         self.device, self.half = device, half
@@ -136,9 +138,11 @@ class DemucsRunner:
             start = off - (padded - n) // 2 - delay  # centred padding, from the real neighbours
             chunks.append(reader(start, start + padded).T)
         x = torch.from_numpy(np.stack(chunks)).to(self.device)
-        x = torch.cat([x, -x])
+        if self.both_polarities:
+            x = torch.cat([x, -x])
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.half):
             y = model(x).float()
         k = len(windows)
-        y = 0.5 * (y[:k] - y[k:])
+        if self.both_polarities:
+            y = 0.5 * (y[:k] - y[k:])
         return [center_trim(y[j], n).cpu().numpy() for j, (_, n, _) in enumerate(windows)]

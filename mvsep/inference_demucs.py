@@ -48,6 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample_rate", default="native", choices=("native", "44100"),
                    help="stems at the input's rate (default) or at 44.1 kHz")
     p.add_argument("--mono", action="store_true", help="write mono stems")
+    p.add_argument("--recipe", default="mdx23", choices=("mdx23", "cinematic"),
+                   help="mdx23: vocals/instrumental (+4 stems); cinematic: dialog, music, effects, background(2)")
+    p.add_argument("--high_quality", action="store_true", help="cinematic: the mean of three checkpoints")
+    p.add_argument("--layout", default="keep", choices=("keep", "center", "stereo"),
+                   help="surround inputs: keep every channel pair, separate the centre only, or downmix")
     return p.parse_args(argv)
 
 
@@ -63,7 +68,8 @@ def main(argv=None) -> int:
                        overlap_small=args.overlap_small, chunk_size=args.chunk_size, shifts=args.shifts,
                        seed=args.seed, single_onnx=args.single_onnx, use_kim_model_1=args.use_kim_model_1,
                        output_format=args.output_format, sample_rate=args.sample_rate,
-                       mono=args.mono).validate()
+                       mono=args.mono, recipe=args.recipe, high_quality=args.high_quality,
+                       layout=args.layout).validate()
         sep = Separator(args.model_dir, "cpu" if args.cpu else "auto", args.gpu_id, args.large_gpu)
         if sep.pack.kind == "demo":
             print(f"NOTE: using the DEMO model pack ({sep.pack.dir}): demo quality only", file=sys.stderr)

@@ -346,7 +346,7 @@ def create_app(cfg: Config) -> FastAPI:
              responses={503: {"model": Ready}})
     def ready():
         body = Ready(ready=runner.state == "ready", reason=runner.reason, pack=runner.pack_kind,
-                     missing=runner.missing)
+                     missing=runner.missing, recipes=runner.recipes)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     @api.get("/status", tags=["service"], response_model=Status)
@@ -355,7 +355,7 @@ def create_app(cfg: Config) -> FastAPI:
         return Status(version=__version__, uptime_s=round(time.time() - state["started"], 1),
                       device=runner.device_facts,
                       pack={"kind": runner.pack_kind, "state": runner.state, "reason": runner.reason,
-                            "missing": runner.missing},
+                            "missing": runner.missing, "recipes": runner.recipes},
                       queue=QueueState(queued=counts.get("queued", 0), running=counts.get("running", 0),
                                        capacity=cfg.queue_size, current=state["worker"].current),
                       jobs=counts,

@@ -17,7 +17,8 @@ from mvsep.errors import (Cancelled, InputError, ModelPackError, MvsepError, Not
 log = logging.getLogger("spark.runner")
 
 FOUR_STEMS = ("drums", "bass", "other")
-ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1")
+ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1",
+                  "recipe", "high_quality", "layout")
 
 
 def http_status(err: BaseException) -> int:
@@ -57,6 +58,7 @@ class Runner:
         self.reason = "loading"
         self.missing: list[str] = []
         self.pack_kind: str | None = None
+        self.recipes: list[str] = []  # what the pack can run (mdx23, cinematic)
         self.device = "cpu"
         self.device_facts: dict = {"type": "cpu"}
         self._sep = None
@@ -74,7 +76,8 @@ class Runner:
                             large_gpu=self.large_gpu, allow_demo=self.allow_demo)
             self.device, self.device_facts = sep.device, _device_facts(sep.device, self.gpu_id)
             self.pack_kind = sep.pack.kind
-            opts = self.make_options({})
+            self.recipes = sep.recipes()
+            opts = self.make_options({"recipe": (self.recipes or ["mdx23"])[0]})
             missing = list(sep.missing(opts))
             if missing:
                 raise ModelPackError("model files missing", missing)
@@ -115,7 +118,7 @@ class Runner:
         if self._sep is None:
             return  # still loading: the job waits in the queue
         if self._sep.missing(opts):
-            self._sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)  # raises
+            self._sep.check(opts)  # raises
 
     @staticmethod
     def probe(path: Path) -> dict:

@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
+CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
 EXT = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
 MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 
@@ -19,6 +20,11 @@ class Stem(str, Enum):
     drums = "drums"
     bass = "bass"
     other = "other"
+    dialog = "dialog"
+    music = "music"
+    effects = "effects"
+    background = "background"
+    background2 = "background2"
 
 
 class JobOptions(BaseModel):
@@ -26,7 +32,15 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stems: list[str] = Field(default=["vocals", "instrumental"],
-                             description="comma list of vocals, instrumental, drums, bass, other; or `all`")
+                             description="comma list of vocals, instrumental, drums, bass, other; or `all`. "
+                                         "recipe=cinematic: dialog, music, effects, background, background2 "
+                                         "(default: all five)")
+    recipe: Literal["mdx23", "cinematic"] = Field("mdx23", description="mdx23 (vocals/instrumental/4 stems) or "
+                                                  "cinematic (dialog/music/effects)")
+    high_quality: bool | None = Field(None, description="cinematic: the mean of three checkpoints (3x the time)")
+    layout: Literal["keep", "center", "stereo"] | None = Field(
+        None, description="surround inputs: keep (every channel pair, default), center (the centre only), "
+                          "stereo (downmix)")
     format: Literal["wav", "wav16", "wav24", "flac", "mp3"] = Field("wav", description="wav is float32")
     sample_rate: Literal["native", 44100] = Field("native", description="`native` keeps the input's rate")
     mono: bool = False
@@ -42,12 +56,24 @@ class JobOptions(BaseModel):
     def _parse_stems(cls, v):
         items = [s.strip().lower() for s in v.split(",")] if isinstance(v, str) else list(v)
         items = [s for s in items if s]
+        known = STEMS + CINEMATIC_STEMS
         if items == ["all"]:
-            return list(STEMS)
-        bad = [s for s in items if s not in STEMS]
+            return items   # expanded for the recipe below
+        bad = [s for s in items if s not in known]
         if bad or not items:
-            raise ValueError(f"expected a comma list of {', '.join(STEMS)} or 'all'")
-        return sorted(set(items), key=STEMS.index)
+            raise ValueError(f"expected a comma list of {', '.join(known)} or 'all'")
+        return sorted(set(items), key=known.index)
+
+    @model_validator(mode="after")
+    def _stems_of_recipe(self):
+        names = CINEMATIC_STEMS if self.recipe == "cinematic" else STEMS
+        if self.stems == ["all"] or (self.recipe == "cinematic" and "stems" not in self.model_fields_set):
+            self.stems = list(names)
+        bad = [s for s in self.stems if s not in names]
+        if bad:
+            raise ValueError(f"stems: {', '.join(bad)} not made by recipe {self.recipe} (it makes "
+                             f"{', '.join(names)})")
+        return self
 
     @field_validator("sample_rate", mode="before")
     @classmethod
@@ -116,6 +142,7 @@ class Ready(BaseModel):
     reason: str
     pack: str | None = None
     missing: list[str] = Field(default_factory=list)
+    recipes: list[str] = Field(default_factory=list, description="recipes the pack can run: mdx23, cinematic")
 
 
 class QueueState(BaseModel):

@@ -5,8 +5,9 @@ Job input (see test_input.json):
     url          http(s) URL of the media (a signed storage URL, typically); required
     stems        "vocals,instrumental" (default), "all", or any comma list of vocals, instrumental, drums, bass,
                  other, instrumental2
-    format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1
-                 as in the HTTP API
+    format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1,
+    recipe, high_quality, layout
+                 as in the HTTP API (recipe=cinematic: stems among dialog, music, effects, background, background2)
     upload       optional {stem: presigned PUT URL}: each stem is PUT there. Stems without one come back inline
                  (base64), up to RUNPOD_INLINE_MAX_MB (default 15) in all.
 Output: {"stems": {stem: {"bytes", "sha256", "filename", and "uploaded": true or "base64"}}, "info", "timings"}.
@@ -43,7 +44,9 @@ from mvsep.errors import InputError, ModelPackError, NotInPackError, OptionError
 ALL_STEMS = ("vocals", "instrumental", "drums", "bass", "other", "instrumental2")
 FOUR_STEM_ONLY = {"drums", "bass", "other", "instrumental2"}
 OPTION_FIELDS = {"overlap_large": float, "overlap_small": float, "chunk_size": int, "shifts": int,
-                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool}
+                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool, "recipe": str, "layout": str,
+                 "high_quality": bool}
+CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
 KNOWN = {"url", "stems", "format", "sample_rate", "upload", *OPTION_FIELDS}
 CHUNK = 1 << 20
 
@@ -89,11 +92,13 @@ def parse_options(inp: dict) -> tuple[Options, list[str]]:
     unknown = sorted(set(inp) - KNOWN)
     if unknown:
         raise JobError(f"unknown input field: {unknown[0]}")
-    stems_arg = str(inp.get("stems") or "vocals,instrumental").strip().lower()
-    stems = list(ALL_STEMS[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
+    cine = inp.get("recipe") == "cinematic"
+    known = CINEMATIC_STEMS if cine else ALL_STEMS
+    stems_arg = str(inp.get("stems") or ("dialog,background" if cine else "vocals,instrumental")).strip().lower()
+    stems = list(known[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
     for s in stems:
-        if s not in ALL_STEMS:
-            raise JobError(f"stems: unknown stem {s!r} (one of {', '.join(ALL_STEMS)} or all)")
+        if s not in known:
+            raise JobError(f"stems: unknown stem {s!r} (one of {', '.join(known)} or all)")
     kwargs = {"only_vocals": not (set(stems) & FOUR_STEM_ONLY),
               "output_format": str(inp.get("format") or "wav"),
               "sample_rate": inp.get("sample_rate") or "native"}
