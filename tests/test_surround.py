@@ -11,6 +11,7 @@ import soundfile as sf
 from conftest import BAND_CUTOFF_HZ
 from mvsep import audio, surround, toypack
 from mvsep.engine import Options, Separator
+from mvsep.errors import OptionError
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 RATE = 48000
@@ -160,3 +161,13 @@ def test_passes_per_minute():
     assert surround.passes_per_minute(6, "stereo") == 1
     assert surround.passes_per_minute(2, "keep") == 1
     assert surround.plan(["FL", "FR", "FC", "LFE", "SL", "SR"], "keep") == ([(0, 1), (2, 2), (4, 5)], [3], [])
+
+
+def test_unnamed_channels_read_as_the_default_layout_and_center_needs_a_centre(tmp_path):
+    src = tmp_path / "six.wav"
+    sf.write(src, np.zeros((100, 6), np.float32), RATE, subtype="FLOAT")   # libsndfile: no channel mask
+    assert surround.layout_of(src) == ("5.1", ["FL", "FR", "FC", "LFE", "BL", "BR"])
+    assert surround.plan(["FL", "FR", "LFE"], "keep") == ([(0, 1)], [2], [])
+    with pytest.raises(OptionError) as e:
+        surround.plan(["FL", "FR", "LFE"], "center")
+    assert e.value.field == "layout"
