@@ -114,3 +114,22 @@ def test_bandsplit_cinematic_stems_and_sums_at_48k(tmp_path, two_band_sources):
     edge = rate // 10
     d = got["dialog"][edge:-edge]
     assert np.sum(d ** 2) > 0.3 * np.sum(x48[edge:-edge] ** 2) * np.sum(low ** 2) / np.sum((low + high) ** 2)
+
+
+def test_runpod_worker_takes_recipe_layout_and_high_quality():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "deploy" / "runpod" / "handler.py"
+    spec = importlib.util.spec_from_file_location("runpod_handler", path)
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    opts, stems = handler.parse_options({"url": "http://x/a.wav", "recipe": "cinematic", "layout": "center",
+                                         "high_quality": True})
+    assert (opts.recipe, opts.layout, opts.high_quality) == ("cinematic", "center", True)
+    assert stems == ["dialog", "music", "effects", "background", "background2"]
+    opts, stems = handler.parse_options({"url": "http://x/a.wav", "recipe": "cinematic", "stems": "dialog,background"})
+    assert stems == ["dialog", "background"]
+    with pytest.raises(handler.JobError):
+        handler.parse_options({"url": "http://x/a.wav", "recipe": "cinematic", "stems": "vocals"})
+    with pytest.raises(handler.JobError):
+        handler.parse_options({"url": "http://x/a.wav", "layout": "5.1"})

@@ -94,7 +94,7 @@ def parse_options(inp: dict) -> tuple[Options, list[str]]:
         raise JobError(f"unknown input field: {unknown[0]}")
     cine = inp.get("recipe") == "cinematic"
     known = CINEMATIC_STEMS if cine else ALL_STEMS
-    stems_arg = str(inp.get("stems") or ("dialog,background" if cine else "vocals,instrumental")).strip().lower()
+    stems_arg = str(inp.get("stems") or ("all" if cine else "vocals,instrumental")).strip().lower()
     stems = list(known[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
     for s in stems:
         if s not in known:
