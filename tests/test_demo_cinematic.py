@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from mvsep.engine import Options, Separator
+from test_demo_pack import demo_server  # noqa: F401, F811 (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "mvsep" / "demo_pack"
@@ -64,3 +65,30 @@ def test_cinematic_demo_model_separates_held_out_clips_through_files(sep, tmp_pa
         assert sdr(m, got["music"]) - sdr(m, mix) >= MUSIC_GAIN_FLOOR, f"clip {k} music"
         assert sdr(e, got["effects"]) - sdr(e, mix) >= EFFECTS_GAIN_FLOOR, f"clip {k} effects"
         assert sdr(m + e, got["background"]) >= BACKGROUND_FLOOR, f"clip {k} background"
+
+
+def test_service_serves_the_cinematic_recipe_of_the_demo_pack_at_48k(demo_server, tmp_path):  # noqa: F811
+    import io
+    import zipfile
+
+    import httpx
+    import soxr
+    ready = httpx.get(demo_server + "/ready", timeout=10).json()
+    assert ready["pack"] == "demo" and ready["recipes"] == ["mdx23", "cinematic"]
+    d, m, e = next(clips())
+    d48, m48, e48 = (soxr.resample(x, SR, 48000) for x in (d, m, e))
+    path = tmp_path / "scene.wav"
+    sf.write(path, d48 + m48 + e48, 48000, subtype="FLOAT")
+    mix = sf.read(path, dtype="float32")[0]
+    with open(path, "rb") as f:
+        r = httpx.post(demo_server + "/separate", files={"file": (path.name, f, "audio/wav")},
+                       data={"recipe": "cinematic", "stems": "dialog,music,effects,background"}, timeout=600)
+    assert r.status_code == 200, r.text[:500]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        got = {n.split("_", 1)[1].split(".")[0]: sf.read(io.BytesIO(z.read(n)), dtype="float32")[0]
+               for n in z.namelist()}
+    assert all(v.shape == mix.shape for v in got.values())
+    assert np.abs(got["dialog"] + got["background"] - mix).max() < 1e-4
+    assert sdr(d48, got["dialog"]) >= DIALOG_FLOOR - 0.5
+    assert sdr(m48, got["music"]) - sdr(m48, mix) >= MUSIC_GAIN_FLOOR - 0.5
+    assert sdr(e48, got["effects"]) - sdr(e48, mix) >= EFFECTS_GAIN_FLOOR - 0.5
