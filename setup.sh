@@ -5,10 +5,10 @@ cd "$(dirname "$0")"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-# ffmpeg: test media; espeak-ng/fluidsynth/soundfont: demo-pack data; bats/shellcheck/curl/zip: boot-chain tests;
-# chromium/chromium-driver: the operator page's browser test.
-APT_PACKAGES="ffmpeg espeak-ng fluidsynth fluid-soundfont-gm sox bats shellcheck curl zip unzip ca-certificates
-chromium chromium-driver"
+# ffmpeg: test media; espeak-ng/fluidsynth/soundfont/sound-theme-freedesktop: demo-pack data; bats/shellcheck/curl/zip:
+# boot-chain tests; chromium/chromium-driver: the operator page's browser test.
+APT_PACKAGES="ffmpeg espeak-ng fluidsynth fluid-soundfont-gm sound-theme-freedesktop sox bats shellcheck curl zip unzip
+ca-certificates chromium chromium-driver"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

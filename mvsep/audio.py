@@ -192,13 +192,13 @@ class _Facts:
     channels: int | None = None
 
 
-def _decoded(inp: _Input, facts: _Facts) -> Iterator[np.ndarray]:
+def _decoded(inp: _Input, facts: _Facts, convert=None) -> Iterator[np.ndarray]:
     """Every decoded sample of the input's first audio stream, as float32 [n, 2] pieces (one per frame).
 
     Corrupt packets are skipped (counted and logged); too many of them, a read error, or a sample rate change
     raise InputError. probe and iter_decode both use this, so their counts agree by construction.
     """
-    stereo = _Stereo()
+    stereo = convert or _Stereo()  # surround.py passes one that keeps every channel
     packets = bad = 0
     first_error = None
     try:

@@ -64,24 +64,25 @@ def shift_delays(model, shifts: int, rng: random.Random) -> list[int]:
     return [max_shift - rng.randint(0, max_shift) for _ in range(shifts)]
 
 
-def plan(model, length: int, overlap: float, shifts: int, seed: int, key: str):
+def plan(model, length: int, overlap: float, shifts: int, seed: int, key: str, both: bool = True):
     """Every pass a model makes: (sub-model, per-source scale, delay, grid, polarities), in order. Without
-    shifts one pass per sub-model runs both polarities; with shifts each polarity has its own seeded delays."""
+    shifts one pass per sub-model runs both polarities; with shifts each polarity has its own seeded delays.
+    `both=False`: the plain A(x), positive polarity only (the cinematic recipe)."""
     passes = []
     for index, (sub, scale) in enumerate(sub_models(model)):
         grid = grid_for(sub, overlap)
         if not shifts:
-            passes.append((sub, scale, 0, grid, (1, -1)))
+            passes.append((sub, scale, 0, grid, (1, -1) if both else (1,)))
             continue
-        for sign, tag in ((1, "+"), (-1, "-")):
+        for sign, tag in ((1, "+"), (-1, "-"))[:2 if both else 1]:
             rng = random.Random(f"{seed}:{key}:{index}:{tag}")
             passes += [(sub, scale / shifts, d, grid, (sign,)) for d in shift_delays(sub, shifts, rng)]
     return passes
 
 
-def window_count(model, length: int, overlap: float, shifts: int, seed: int, key: str) -> int:
+def window_count(model, length: int, overlap: float, shifts: int, seed: int, key: str, both: bool = True) -> int:
     return sum(len(g.offsets(length + d)) * len(signs)
-               for _, _, d, g, signs in plan(model, length, overlap, shifts, seed, key))
+               for _, _, d, g, signs in plan(model, length, overlap, shifts, seed, key, both))
 
 
 def valid_length(model, length: int) -> int:
@@ -99,6 +100,8 @@ def model_key(model, grid: Grid) -> str:
 
 
 class DemucsRunner:
+    both_polarities = True  # P() = (A(x) - A(-x)) / 2; False: A(x) alone (the cinematic recipe)
+
     def __init__(self, device: torch.device, batch_windows: int | None = None, half: bool = False):
         """`batch_windows`: a fixed batch size; None: chosen per model from free device memory and learned."""
         self.device, self.half = device, half
@@ -112,7 +115,7 @@ class DemucsRunner:
         """Compute P(model, x, overlap) = (A(x) - A(-x)) / 2 of the signal `reader` ([n, 2] frames) of
         `length` frames, and hand it to `emit` piece by piece, in order. `half`: under fp16 autocast."""
         half = self.half if half is None else half
-        for sub, scale, delay, grid, signs in plan(model, length, overlap, shifts, seed, key):
+        for sub, scale, delay, grid, signs in plan(model, length, overlap, shifts, seed, key, self.both_polarities):
             item_bytes = int(WINDOW_BYTES_PER_S * grid.segment / sub.samplerate)
             self.backoff = self.book.get(model_key(sub, grid),
                                          lambda b=item_bytes: batch_size_for(self.device, b, 1))
@@ -171,7 +174,8 @@ class DemucsRunner:
             x = -x
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=half):
             y = model(x).float()
-        y = 0.5 * (y[:k] - y[k:]) if len(signs) == 2 else (0.5 * signs[0]) * y
+        w = 0.5 if self.both_polarities else 1.0  # the polarity average's half
+        y = w * (y[:k] - y[k:]) if len(signs) == 2 else (w * signs[0]) * y
         out = [center_trim(y[j], n).cpu().numpy() for j, (_, n, _) in enumerate(windows)]
         self.model_seconds += time.perf_counter() - t0
         return out

@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import audio
+from . import audio, cinematic, surround
 from .demucs_runner import DemucsRunner, window_count
 from .device import resolve_device
-from .errors import Cancelled, OptionError
+from .errors import Cancelled, NotInPackError, OptionError
 from .mdx import CHUNK, MdxRunner, piece_count
 from .pack import DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack
 from .signals import ArraySignal, DiskSignal, Signal, blocks
@@ -30,6 +30,10 @@ log = logging.getLogger("mvsep.engine")
 
 MODEL_RATE = 44100
 VOCAL_STEMS = ("vocals", "instrumental")
+LAYOUTS = ("keep", "center", "stereo")
+# Stems that are the input minus another stem: computed at the output rate from the input itself, so that
+# stem + residual == input exactly whatever the rate (what the models never saw stays in the residual).
+RESIDUALS = {"instrumental": "vocals", "background": "dialog"}
 FOUR_STEMS = ("drums", "bass", "other", "instrumental2")
 # The 4-stem weights of the spec, per model in FOUR_STEM_BAGS order.
 WEIGHTS = {"drums": (18, 2, 4, 9), "bass": (19, 4, 5, 8), "other": (14, 2, 5, 10)}
@@ -52,6 +56,9 @@ class Options:
     sample_rate: str | int = "native"
     mono: bool = False
     precision: str = "fp32"  # fp16: demucs under autocast and float16 MDX graphs, CUDA only
+    recipe: str = "mdx23"           # mdx23 | cinematic (cinematic.py)
+    high_quality: bool = False      # cinematic: the mean of three checkpoints instead of one
+    layout: str = "keep"            # surround inputs: keep | center | stereo (surround.py)
 
     def validate(self) -> "Options":
         """A checked copy: overlaps clamped to [0, 0.99] as the original did, everything else must be in range."""
@@ -68,6 +75,10 @@ class Options:
         rate = str(self.sample_rate)
         if rate not in ("native", str(MODEL_RATE)):
             raise OptionError("sample_rate", f"must be native or {MODEL_RATE}")
+        if self.recipe not in cinematic.RECIPES:
+            raise OptionError("recipe", f"must be one of {', '.join(cinematic.RECIPES)}")
+        if self.layout not in LAYOUTS:
+            raise OptionError("layout", f"must be one of {', '.join(LAYOUTS)}")
         clamp = lambda v: min(max(float(v), 0.0), 0.99)  # noqa: E731
         return replace(self, overlap_large=clamp(self.overlap_large), overlap_small=clamp(self.overlap_small),
                        chunk_size=int(self.chunk_size), shifts=int(self.shifts), seed=int(self.seed),
@@ -75,6 +86,8 @@ class Options:
 
     @property
     def stems(self) -> tuple[str, ...]:
+        if self.recipe == "cinematic":
+            return cinematic.CINEMATIC_STEMS
         return VOCAL_STEMS if self.only_vocals else VOCAL_STEMS + FOUR_STEMS
 
 
@@ -142,12 +155,34 @@ class Separator:
 
     # --- pack --------------------------------------------------------------------------------------------
     def missing(self, opts: Options) -> list[str]:
+        if opts.recipe == "cinematic":
+            return cinematic.missing(self.pack, opts.high_quality)
         return self.pack.missing(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+
+    def recipes(self) -> list[str]:
+        """The recipes this pack can run (their default options)."""
+        return [r for r in cinematic.RECIPES if not self.missing(Options(recipe=r, only_vocals=True))]
+
+    def check(self, opts: Options) -> None:
+        """Raise when the pack cannot serve `opts`: NotInPackError (422) for a recipe or stems it does not ship,
+        ModelPackError (503) for a broken pack; verify the files against the manifest."""
+        if opts.recipe == "cinematic":
+            return cinematic.check(self.pack, opts.high_quality)
+        lacking = self.pack.missing(True, opts.single_onnx, opts.use_kim_model_1)
+        if lacking and len(lacking) == len(self.pack.needed(True, opts.single_onnx, opts.use_kim_model_1)) \
+                and "cinematic" in self.recipes():
+            raise NotInPackError(f"the mdx23 recipe is not in the {self.pack.kind} pack (it holds the cinematic "
+                                 f"models only): it lacks {', '.join(lacking)}; ask for recipe=cinematic", lacking)
+        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
 
     def warm(self, opts: Options | None = None) -> None:
         """Verify and load the models `opts` need, so the first request does not pay for it."""
         opts = self.check_options(opts or Options(only_vocals=True))
-        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        self.check(opts)
+        if opts.recipe == "cinematic":
+            for name in cinematic.files(opts.high_quality):
+                self.pack.demucs(name)
+            return
         self.pack.demucs(DEMUCS_VOCALS)
         for name in self._mdx_models(opts):
             self.pack.onnx(name, self._half(opts))
@@ -171,7 +206,10 @@ class Separator:
         opts = self.check_options(opts or Options())
         stems = self._stems_asked(opts, stems)
         info = info or audio.probe(input_path)
-        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        self.check(opts)
+        if surround.applies(info, opts):
+            return surround.separate_file(self, input_path, info, output_dir, opts, stems, progress, cancel,
+                                          work_dir, name, suffixes)
         out_rate = info.sample_rate if opts.sample_rate == "native" else MODEL_RATE
         out_frames = info.frames if opts.sample_rate == "native" else audio.out_frames(
             info.frames, info.sample_rate, MODEL_RATE)
@@ -195,9 +233,11 @@ class Separator:
         try:
             job.start("decode")
             mix = new_signal(length, 2, "mix")
+            # the input at the output rate, for the residual stems (at 44.1 kHz out, the mix itself)
+            native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else mix
             pos = 0
-            for block in audio.resample_blocks(audio.iter_decode(input_path), info.sample_rate, MODEL_RATE,
-                                               info.frames):
+            for block in audio.resample_blocks(_tee(audio.iter_decode(input_path), native, mix), info.sample_rate,
+                                               MODEL_RATE, info.frames):
                 mix.write(pos, block)
                 pos += len(block)
                 job.step(len(block) / CHUNK)
@@ -206,8 +246,7 @@ class Separator:
             writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
                        for s, p in paths.items()}
             try:
-                for stem_blocks in _fit_all(self._stem_blocks(signals, stems, job), stems, MODEL_RATE,
-                                            out_rate, length, out_frames):
+                for stem_blocks in self._final_blocks(signals, native, stems, out_rate, out_frames, job):
                     for s, block in stem_blocks.items():
                         writers[s].write(block)
                 for s, w in writers.items():
@@ -242,7 +281,7 @@ class Separator:
             raise OptionError("mix", "must be a non-empty [frames] or [frames, 1|2] array")
         if mix.shape[1] == 1:
             mix = np.repeat(mix, 2, axis=1)
-        self.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+        self.check(opts)
         frames = len(mix)
         length = audio.out_frames(frames, sample_rate, MODEL_RATE)
         out_rate = sample_rate if opts.sample_rate == "native" else MODEL_RATE
@@ -253,8 +292,8 @@ class Separator:
         mix44 = ArraySignal(np.concatenate(list(audio.resample_blocks([mix], sample_rate, MODEL_RATE, frames))))
         signals = self._ensemble(mix44, lambda n, ch, tag: ArraySignal.zeros(n, ch), opts, job)
         parts: dict[str, list[np.ndarray]] = {s: [] for s in stems}
-        for stem_blocks in _fit_all(self._stem_blocks(signals, stems, job), stems, MODEL_RATE, out_rate, length,
-                                    out_frames):
+        native = ArraySignal(mix) if out_rate != MODEL_RATE else mix44
+        for stem_blocks in self._final_blocks(signals, native, stems, out_rate, out_frames, job):
             for s, block in stem_blocks.items():
                 parts[s].append(block)
         job.finish()
@@ -264,6 +303,8 @@ class Separator:
     def _ensemble(self, mix: Signal, new_signal, opts: Options, job: _Job) -> dict[str, Signal]:
         """Vocals = (12 v1 + 8 v2 + 3 v_demucs) / 23 (single_onnx: (6 v1 + v_demucs) / 7); then, unless
         only_vocals, the weighted drums/bass/other of the four demucs models on the instrumental."""
+        if opts.recipe == "cinematic":
+            return cinematic.run(self.demucs, self.pack, mix, new_signal, opts, job)
         length = mix.frames
         vocals = new_signal(length, 2, "vocals")
         w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
@@ -313,6 +354,9 @@ class Separator:
 
     def _stem_blocks(self, signals: dict[str, Signal], stems, job: _Job):
         """The final stems at 44.1 kHz, block by block, as the spec derives them."""
+        if "mde" in signals:
+            yield from cinematic.stem_blocks(signals, stems, job, CHUNK)
+            return
         mix, vocals, dbo = signals["mix"], signals["vocals"], signals.get("dbo")
         for a, b in blocks(mix.frames):
             job.check()
@@ -369,6 +413,8 @@ class Separator:
 
     def _work_units(self, length: int, opts: Options) -> float:
         """Total model work, in windows/pieces weighted by the samples each runs through its model."""
+        if opts.recipe == "cinematic":
+            return cinematic.work_units(self.pack, length, opts)
         units = window_count(self.pack.demucs(DEMUCS_VOCALS), length, opts.overlap_large, opts.shifts,
                              opts.seed, "vocals")
         units += len(self._mdx_models(opts)) * piece_count(length, opts.chunk_size, opts.overlap_large)
@@ -377,6 +423,33 @@ class Separator:
                 overlap = opts.overlap_small if which == "small" else opts.overlap_large
                 units += window_count(self.pack.demucs(bag), length, overlap, opts.shifts, opts.seed, bag)
         return units
+
+
+    def _final_blocks(self, signals: dict[str, Signal], native: Signal, stems, out_rate: int, out_frames: int,
+                      job: _Job):
+        """The stems at `out_rate`, `out_frames` long, block by block. A residual stem (instrumental,
+        background) is `native` (the input at the output rate) minus its resampled counterpart."""
+        base = [s for s in stems if s not in RESIDUALS]
+        base += [RESIDUALS[s] for s in stems if s in RESIDUALS and RESIDUALS[s] not in base]
+        pos = 0
+        for got in _fit_all(self._stem_blocks(signals, base, job), base, MODEL_RATE, out_rate,
+                            signals["mix"].frames, out_frames):
+            n = len(next(iter(got.values())))
+            for r, src in RESIDUALS.items():
+                if r in stems:
+                    got[r] = native.read(pos, pos + n) - got[src]
+            pos += n
+            yield {s: got[s] for s in stems}
+
+
+def _tee(decoded, native: Signal, mix: Signal):
+    """Pass decoded blocks on, keeping a copy in `native` (unless it is the 44.1 kHz mix, written later)."""
+    pos = 0
+    for block in decoded:
+        if native is not mix:
+            native.write(pos, block)
+        pos += len(block)
+        yield block
 
 
 def _fit_all(stem_blocks, stems, in_rate: int, out_rate: int, in_frames: int, out_frames: int):

@@ -50,6 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mono", action="store_true", help="write mono stems")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
                    help="fp16: faster on a CUDA GPU, not the exact recipe (refused on the CPU)")
+    p.add_argument("--recipe", default="mdx23", choices=("mdx23", "cinematic"),
+                   help="mdx23: vocals/instrumental (+4 stems); cinematic: dialog, music, effects, background(2)")
+    p.add_argument("--high_quality", action="store_true", help="cinematic: the mean of three checkpoints")
+    p.add_argument("--layout", default="keep", choices=("keep", "center", "stereo"),
+                   help="surround inputs: keep every channel pair, separate the centre only, or downmix")
     return p.parse_args(argv)
 
 
@@ -65,7 +70,8 @@ def main(argv=None) -> int:
                        overlap_small=args.overlap_small, chunk_size=args.chunk_size, shifts=args.shifts,
                        seed=args.seed, single_onnx=args.single_onnx, use_kim_model_1=args.use_kim_model_1,
                        output_format=args.output_format, sample_rate=args.sample_rate,
-                       mono=args.mono, precision=args.precision).validate()
+                       mono=args.mono, precision=args.precision, recipe=args.recipe,
+                       high_quality=args.high_quality, layout=args.layout).validate()
         sep = Separator(args.model_dir, "cpu" if args.cpu else "auto", args.gpu_id, args.large_gpu)
         opts = sep.check_options(opts)
         if sep.pack.kind == "demo":

@@ -61,7 +61,8 @@ def four_stem_files() -> list[str]:
 
 
 def _has_pack_files(d: Path) -> bool:
-    return d.is_dir() and any((d / f).is_file() for f in (KIM_VOCAL_2, KIM_VOCAL_1, DEMUCS_VOCALS))
+    return d.is_dir() and any((d / f).is_file() for f in (KIM_VOCAL_2, KIM_VOCAL_1, DEMUCS_VOCALS,
+                                                           "97d170e1-dbb4db15.th"))  # the cinematic default
 
 
 def locate(model_dir: str | os.PathLike | None = None, allow_demo: bool | None = None) -> tuple[Path, str]:

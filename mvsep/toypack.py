@@ -31,6 +31,9 @@ PACK_FILES: dict[str, str] = {
     "htdemucs_6s": "5c90dfd2-34c22ccb.th",
     "hdemucs_mmi": "75fc33f5-1941ce65.th",
 }
+# The cinematic recipe's checkpoints (MVSEP-CDX23): three sources music, effects, dialog.
+CINEMATIC_FILES: tuple[str, ...] = ("97d170e1-a778de4a.th", "97d170e1-dbb4db15.th", "97d170e1-e41a5468.th")
+SOURCES_CINEMATIC = ("music", "effects", "dialog")
 VOCALS_FILES: tuple[str, ...] = tuple(
     PACK_FILES[r] for r in ("kim_vocal_2", "kim_vocal_1", "kim_inst", "demucs_vocals"))
 MANIFEST = "SHA256SUMS"
@@ -169,7 +172,8 @@ def write_hdemucs(path, sources=SOURCES_4, seed: int = 0, **small_config) -> Pat
 
 
 class BandSplitDemucs(torch.nn.Module):
-    """Demucs-format model with known output: vocals = the mix below cutoff_hz, other = the rest.
+    """Demucs-format model with known output: vocals = the mix below cutoff_hz, other = the rest (with the
+    cinematic sources: dialog = below, music = the rest, effects = silence).
 
     The split is an FFT brick wall over each window it is given. No `valid_length` method, so
     demucs.apply feeds windows unpadded. Has one parameter (demucs' bag code asks for one) and one buffer.
@@ -195,13 +199,14 @@ class BandSplitDemucs(torch.nn.Module):
         high = mix - low
         out = torch.zeros(mix.shape[0], len(self.sources), *mix.shape[1:], dtype=mix.dtype,
                           device=mix.device)
-        out[:, self.sources.index("vocals")] = low
-        out[:, self.sources.index("other")] = high
+        low_src, high_src = ("dialog", "music") if "dialog" in self.sources else ("vocals", "other")
+        out[:, self.sources.index(low_src)] = low
+        out[:, self.sources.index(high_src)] = high
         return out * self.gain
 
 
-def write_bandsplit_demucs(path, cutoff_hz: float, seed: int = 0, segment=TOY_SEGMENT) -> Path:
-    model = BandSplitDemucs(cutoff_hz=float(cutoff_hz), sources=list(SOURCES_4), segment=Fraction(segment),
+def write_bandsplit_demucs(path, cutoff_hz: float, seed: int = 0, segment=TOY_SEGMENT, sources=SOURCES_4) -> Path:
+    model = BandSplitDemucs(cutoff_hz=float(cutoff_hz), sources=list(sources), segment=Fraction(segment),
                             samplerate=SAMPLERATE, audio_channels=2, tag=seed)
     return _save_demucs(path, model, {"toy": True, "model": "bandsplit", "seed": seed}, half=False)
 
@@ -294,6 +299,26 @@ def build_pack(pack_dir, kind: str = "random", stems: str = "all", seed: int = 0
     return pack_dir
 
 
+def build_cinematic(pack_dir, kind: str = "random", seed: int = 0, cutoff_hz: float = 4000.0,
+                    files: tuple[str, ...] = CINEMATIC_FILES, manifest: bool = True) -> Path:
+    """Add the cinematic recipe's checkpoints (real names) to a pack dir (new or existing) and rewrite its
+    manifest. kind "random": small HTDemucs with seeded weights; "bandsplit": dialog = below cutoff_hz,
+    music = the rest, effects = silence."""
+    if kind not in ("random", "bandsplit"):
+        raise ValueError(f"unknown cinematic kind {kind!r}")
+    pack_dir = Path(pack_dir)
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        path, s = pack_dir / name, seed * 1000 + 500 + CINEMATIC_FILES.index(name)
+        if kind == "bandsplit":
+            write_bandsplit_demucs(path, cutoff_hz, seed=s, sources=SOURCES_CINEMATIC)
+        else:
+            write_htdemucs(path, SOURCES_CINEMATIC, seed=s)
+    if manifest:
+        write_manifest(pack_dir)
+    return pack_dir
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mvsep.toypack", description=__doc__.splitlines()[0])
     ap.add_argument("dir")
@@ -302,8 +327,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cutoff-hz", type=float, default=4000.0)
     ap.add_argument("--size", choices=("small", "full"), default="small")
+    ap.add_argument("--recipe", choices=("mdx23", "cinematic", "both"), default="mdx23",
+                    help="which recipe's files: the MDX23 ensemble, the cinematic checkpoints, or both")
     a = ap.parse_args(argv)
-    out = build_pack(a.dir, kind=a.kind, stems=a.stems, seed=a.seed, cutoff_hz=a.cutoff_hz, size=a.size)
+    out = Path(a.dir)
+    if a.recipe != "cinematic":
+        out = build_pack(a.dir, kind=a.kind, stems=a.stems, seed=a.seed, cutoff_hz=a.cutoff_hz, size=a.size)
+    if a.recipe != "mdx23":
+        out = build_cinematic(a.dir, kind="bandsplit" if a.kind == "bandsplit" else "random", seed=a.seed,
+                              cutoff_hz=a.cutoff_hz)
     print(out)
     return 0
 

@@ -33,6 +33,15 @@ trap 'rm -rf "$work"' EXIT
 
 mapfile -t files < <(cd "$src" && find . -maxdepth 1 -type f ! -name 'SHA256SUMS' ! -name '.*' -printf '%f\n' | LC_ALL=C sort)
 [ "${#files[@]}" -gt 0 ] || die "no model files in $src"
+# Which recipes the pack can serve (the service's /status says the same once it is loaded).
+has() { for f in "$@"; do [ -f "$src/$f" ] || return 1; done; }
+recipes=""
+! has Kim_Vocal_2.onnx Kim_Inst.onnx 04573f0d-f3cf25b2.th || recipes="mdx23"
+! has 97d170e1-dbb4db15.th || recipes="${recipes:+$recipes }cinematic"
+hq=no
+! has 97d170e1-a778de4a.th 97d170e1-dbb4db15.th 97d170e1-e41a5468.th || hq=yes
+log "recipes in this pack: ${recipes:-none complete (mdx23 needs Kim_Vocal_2.onnx Kim_Inst.onnx \
+04573f0d-f3cf25b2.th, cinematic 97d170e1-dbb4db15.th)} (cinematic high_quality: $hq)"
 
 if [ -f "$src/SHA256SUMS" ]; then
     # Refuse to publish a pack that does not match its own manifest.

@@ -18,7 +18,7 @@ log = logging.getLogger("spark.runner")
 
 FOUR_STEMS = ("drums", "bass", "other")
 ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1",
-                  "precision")
+                  "precision", "recipe", "high_quality", "layout")
 
 
 def http_status(err: BaseException) -> int:
@@ -66,6 +66,7 @@ class Runner:
         self.reason = "loading"
         self.missing: list[str] = []
         self.pack_kind: str | None = None
+        self.recipes: list[str] = []  # what the pack can run (mdx23, cinematic)
         self.device = "cpu"  # the first worker's (older /status field)
         self.device_facts: dict = {"type": "cpu"}
         self.degraded: str | None = None  # why an `auto` service on a GPU machine runs (partly) on the CPU
@@ -99,7 +100,8 @@ class Runner:
                 if seps:  # the pack's files were verified once already (same files, same size+mtime)
                     sep.pack._verified = seps[0].pack._verified
                 self.pack_kind = sep.pack.kind
-                opts = self.make_options({})
+                self.recipes = sep.recipes()
+                opts = self.make_options({"recipe": (self.recipes or ["mdx23"])[0]})
                 missing = list(sep.missing(opts))
                 if missing:
                     raise ModelPackError("model files missing", missing)
@@ -173,8 +175,9 @@ class Runner:
     def check(self, opts) -> None:
         """Raise NotInPackError (422) when the pack lacks a model these options chose.
 
-        The pack serves the default options (else the runner is not ready and submit answers 503), so whatever
-        is missing here was chosen by the request: 4 stems, `use_kim_model_1`, or `single_onnx`.
+        The pack serves its first recipe's default options (else the runner is not ready and submit answers 503),
+        so whatever is missing here was chosen by the request: a recipe, `high_quality`, 4 stems,
+        `use_kim_model_1`, or `single_onnx`.
         """
         if not self._seps:
             return  # still loading: the job waits in the queue
@@ -182,7 +185,7 @@ class Runner:
         missing = sep.missing(opts)
         if missing:
             try:
-                sep.pack.check(opts.only_vocals, opts.single_onnx, opts.use_kim_model_1)
+                sep.check(opts)
             except NotInPackError:
                 raise
             except ModelPackError:

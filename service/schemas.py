@@ -6,13 +6,14 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The engine's own ranges (mvsep.engine.Options.validate); tests/test_service_inputs.py checks they agree.
 MAX_SHIFTS = 10
 CHUNK_RANGE = (44_100, 10_000_000)
 
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
+CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
 EXT = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
 MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 
@@ -23,6 +24,15 @@ class Stem(str, Enum):
     drums = "drums"
     bass = "bass"
     other = "other"
+    dialog = "dialog"
+    music = "music"
+    effects = "effects"
+    background = "background"
+    background2 = "background2"
+
+
+PeaksOf = Enum("PeaksOf", {**{s.name: s.value for s in Stem}, "original": "original"}, type=str)
+PeaksOf.__doc__ = "a stem, or `original` (the input)"
 
 
 class JobOptions(BaseModel):
@@ -30,7 +40,15 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stems: list[str] = Field(default=["vocals", "instrumental"],
-                             description="comma list of vocals, instrumental, drums, bass, other; or `all`")
+                             description="comma list of vocals, instrumental, drums, bass, other; or `all`. "
+                                         "recipe=cinematic: dialog, music, effects, background, background2 "
+                                         "(default: all five)")
+    recipe: Literal["mdx23", "cinematic"] = Field("mdx23", description="mdx23 (vocals/instrumental/4 stems) or "
+                                                  "cinematic (dialog/music/effects)")
+    high_quality: bool | None = Field(None, description="cinematic: the mean of three checkpoints (3x the time)")
+    layout: Literal["keep", "center", "stereo"] | None = Field(
+        None, description="surround inputs: keep (every channel pair, default), center (the centre only), "
+                          "stereo (downmix)")
     format: Literal["wav", "wav16", "wav24", "flac", "mp3"] = Field("wav", description="wav is float32")
     sample_rate: Literal["native", 44100] = Field("native", description="`native` keeps the input's rate")
     mono: bool = False
@@ -48,14 +66,27 @@ class JobOptions(BaseModel):
         if isinstance(v, str):
             v = v.split(",")
         if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-            raise ValueError(f"expected a comma list of {', '.join(STEMS)} or 'all' (or a JSON array of names)")
+            raise ValueError(f"expected a comma list of {', '.join(STEMS + CINEMATIC_STEMS)} or 'all' (or a JSON "
+                             "array of names)")
         items = [s.strip().lower() for s in v if s.strip()]
+        known = STEMS + CINEMATIC_STEMS
         if items == ["all"]:
-            return list(STEMS)
-        bad = [s for s in items if s not in STEMS]
+            return items   # expanded for the recipe below
+        bad = [s for s in items if s not in known]
         if bad or not items:
-            raise ValueError(f"expected a comma list of {', '.join(STEMS)} or 'all'")
-        return sorted(set(items), key=STEMS.index)
+            raise ValueError(f"expected a comma list of {', '.join(known)} or 'all'")
+        return sorted(set(items), key=known.index)
+
+    @model_validator(mode="after")
+    def _stems_of_recipe(self):
+        names = CINEMATIC_STEMS if self.recipe == "cinematic" else STEMS
+        if self.stems == ["all"] or (self.recipe == "cinematic" and "stems" not in self.model_fields_set):
+            self.stems = list(names)
+        bad = [s for s in self.stems if s not in names]
+        if bad:
+            raise ValueError(f"stems: {', '.join(bad)} not made by recipe {self.recipe} (it makes "
+                             f"{', '.join(names)})")
+        return self
 
     @field_validator("sample_rate", mode="before")
     @classmethod
@@ -140,6 +171,7 @@ class Ready(BaseModel):
     reason: str
     pack: str | None = None
     missing: list[str] = Field(default_factory=list)
+    recipes: list[str] = Field(default_factory=list, description="recipes the pack can run: mdx23, cinematic")
 
 
 class QueueState(BaseModel):

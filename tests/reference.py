@@ -195,3 +195,26 @@ def reference_separate(pack_dir, mix, *, only_vocals=False, single_onnx=False, u
         result.update(drums=drums, bass=bass, other=other, instrumental2=bass + drums + other)
 
     return {k: np.ascontiguousarray(val.T, dtype=np.float32) for k, val in result.items()}
+
+
+# ---------------------------------------------------------------- the cinematic recipe (dubbing-stems.md)
+
+CINEMATIC_SET = ("97d170e1-a778de4a.th", "97d170e1-dbb4db15.th", "97d170e1-e41a5468.th")
+CINEMATIC_DEFAULT = "97d170e1-dbb4db15.th"
+
+
+def reference_cinematic(pack_dir, mix, *, high_quality=False) -> dict[str, np.ndarray]:
+    """mix float32 [T, 2] at 44100 -> {dialog, music, effects, background, background2: float32 [T, 2]}.
+    o = mean over the checkpoints of apply_model(m, mix, shifts=0, split=True, overlap=0.8) (one polarity)."""
+    pack_dir = Path(pack_dir)
+    x = torch.tensor(np.ascontiguousarray(np.asarray(mix, np.float32).T))
+    names = CINEMATIC_SET if high_quality else (CINEMATIC_DEFAULT,)
+    outs = []
+    for name in names:
+        with torch.no_grad():
+            outs.append(apply_model(load_model(pack_dir / name), x[None], shifts=0, split=True, overlap=0.8)[0])
+    o = (sum(outs) / len(outs)).numpy()
+    music, effects, dialog = o[0], o[1], o[2]
+    result = {"dialog": dialog, "music": music, "effects": effects, "background": x.numpy() - dialog,
+              "background2": music + effects}
+    return {k: np.ascontiguousarray(v.T, dtype=np.float32) for k, v in result.items()}

@@ -28,7 +28,7 @@ import soxr
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "mvsep" / "demo_pack"
 CLIPS = Path(__file__).resolve().parent / "data" / "demo_pack"
-FILES = ["Kim_Vocal_2.onnx", "Kim_Inst.onnx", "04573f0d-f3cf25b2.th"]
+FILES = ["Kim_Vocal_2.onnx", "Kim_Inst.onnx", "04573f0d-f3cf25b2.th", "97d170e1-dbb4db15.th"]  # + cinematic
 SR = 44100
 
 # conservative floors (dB): these clips measure 9.7, 11.8 and 12.2 dB (both stems) through engine and service

@@ -10,8 +10,9 @@ Job input (see test_input.json):
                  address, non-global addresses refused unless SPARK_ALLOW_PRIVATE_URLS=1)
     stems        "vocals,instrumental" (default), "all", or any comma list of vocals, instrumental, drums, bass,
                  other, instrumental2
-    format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1
-                 as in the HTTP API
+    format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1,
+    precision, recipe, high_quality, layout
+                 as in the HTTP API (recipe=cinematic: stems among dialog, music, effects, background, background2)
     upload       optional {stem: presigned PUT URL}: that stem is PUT there (same guard as `url`)
 Where each stem goes: its `upload` URL if given; else RunPod's bucket upload when BUCKET_ENDPOINT_URL is set
 (with BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY; bucket BUCKET_NAME or the runpod SDK's default "%m-%y"; key
@@ -56,7 +57,9 @@ log = logging.getLogger("spark.runpod")
 ALL_STEMS = ("vocals", "instrumental", "drums", "bass", "other", "instrumental2")
 FOUR_STEM_ONLY = {"drums", "bass", "other", "instrumental2"}
 OPTION_FIELDS = {"overlap_large": float, "overlap_small": float, "chunk_size": int, "shifts": int,
-                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool, "precision": str}
+                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool, "precision": str, "recipe": str,
+                 "layout": str, "high_quality": bool}
+CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
 KNOWN = {"url", "stems", "format", "sample_rate", "upload", *OPTION_FIELDS}
 MB = 1 << 20
 CHUNK = 1 << 20
@@ -118,11 +121,13 @@ def parse_options(inp: dict) -> tuple[Options, list[str]]:
     unknown = sorted(set(inp) - KNOWN)
     if unknown:
         raise JobError(f"unknown input field: {unknown[0]}")
-    stems_arg = str(inp.get("stems") or "vocals,instrumental").strip().lower()
-    stems = list(ALL_STEMS[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
+    cine = inp.get("recipe") == "cinematic"
+    known = CINEMATIC_STEMS if cine else ALL_STEMS
+    stems_arg = str(inp.get("stems") or ("all" if cine else "vocals,instrumental")).strip().lower()
+    stems = list(known[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
     for s in stems:
-        if s not in ALL_STEMS:
-            raise JobError(f"stems: unknown stem {s!r} (one of {', '.join(ALL_STEMS)} or all)")
+        if s not in known:
+            raise JobError(f"stems: unknown stem {s!r} (one of {', '.join(known)} or all)")
     kwargs = {"only_vocals": not (set(stems) & FOUR_STEM_ONLY),
               "output_format": str(inp.get("format") or "wav"),
               "sample_rate": inp.get("sample_rate") or "native"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -56,7 +57,8 @@ def split_config(split: str) -> dict:
     return dict(langs=HELDOUT_LANGS if held else TRAIN_LANGS,
                 variants=HELDOUT_VARIANTS if held else TRAIN_VARIANTS,
                 melodic=melodic, bass=HELDOUT_BASS if held else TRAIN_BASS,
-                kits=HELDOUT_KITS if held else TRAIN_KITS, festival=held)
+                kits=HELDOUT_KITS if held else TRAIN_KITS,
+                festival=held and shutil.which("text2wave") is not None)   # festival is optional
 
 
 # ---------------------------------------------------------------- speech

@@ -398,7 +398,8 @@ def export_demucs(model, out: Path, seconds: float, args: dict) -> None:
 
 def write_manifest(out: Path) -> None:
     lines = []
-    for name in sorted([*MDX_NAMES.values(), DEMUCS_NAME]):
+    cinematic = [p.name for p in out.glob("97d170e1-*.th")]   # train_cinematic.py's model, when present
+    for name in sorted([*MDX_NAMES.values(), DEMUCS_NAME, *cinematic]):
         if not (out / name).exists():
             print(f"SHA256SUMS not written: {name} is missing")
             return

@@ -26,7 +26,7 @@ async def health():  # async: answers even when the thread pool is busy
 def ready(svc: Svc):
     runner = svc.runner
     body = Ready(ready=runner.state == "ready", reason=runner.reason, pack=runner.pack_kind,
-                 missing=runner.missing)
+                 missing=runner.missing, recipes=runner.recipes)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
@@ -39,7 +39,7 @@ def status(svc: Svc):
     return Status(version=__version__, uptime_s=round(time.time() - svc.started, 1), degraded=runner.degraded,
                   device=runner.device_facts, workers=workers,
                   pack={"kind": runner.pack_kind, "state": runner.state, "reason": runner.reason,
-                        "missing": runner.missing},
+                        "missing": runner.missing, "recipes": runner.recipes},
                   queue=QueueState(queued=counts.get("queued", 0), running=counts.get("running", 0),
                                    capacity=cfg.queue_size,
                                    current=next((w.current for w in svc.workers if w.current), None)),

@@ -47,3 +47,13 @@ setup() {
     [[ $output == *"does not match its SHA256SUMS"* ]]
     [ -z "$(ls "$out" | grep '^models_part_' || true)" ]
 }
+
+@test "the log says which recipes the pack can run (a cinematic-only pack is a pack)" {
+    rm -f "$src"/*
+    for f in 97d170e1-a778de4a.th 97d170e1-dbb4db15.th 97d170e1-e41a5468.th; do
+        head -c 3000 /dev/urandom >"$src/$f"
+    done
+    run "$SCRIPTS/build_model_pack.sh" "$src" "$BATS_TEST_TMPDIR/pubc"
+    [ "$status" -eq 0 ]
+    [[ $output == *"recipes in this pack: cinematic (cinematic high_quality: yes)"* ]]
+}

@@ -45,3 +45,16 @@ teardown() { stop_server; }
     run "$SCRIPTS/build_model_pack.sh" "$out" "$BATS_TEST_TMPDIR/pub"
     [ "$status" -eq 0 ]
 }
+
+@test "--cinematic fetches the three cinematic checkpoints from CINEMATIC_URL and lists them" {
+    mkdir -p "$mirror/cdx"
+    for f in 97d170e1-a778de4a.th 97d170e1-dbb4db15.th 97d170e1-e41a5468.th; do
+        head -c 3000 /dev/urandom >"$mirror/cdx/$f"
+    done
+    CINEMATIC_URL="$BASE_URL/cdx" run "$SCRIPTS/fetch_public_models.sh" "$out" --cinematic
+    [ "$status" -eq 0 ]
+    [[ $output == *"97d170e1-dbb4db15.th: no published checksum"* ]]
+    (cd "$out" && sha256sum -c SHA256SUMS)
+    [ "$(wc -l <"$out/SHA256SUMS")" -eq 3 ]
+    cmp "$mirror/cdx/97d170e1-e41a5468.th" "$out/97d170e1-e41a5468.th"
+}
