@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready to serve: a supported Python with the pinned wheels in a venv, and the verified model
 # pack unpacked where the engine (and demucs) look. Idempotent: a second run on a ready machine does nothing but
-# check the installed pack against its SHA256SUMS (cached by size+mtime+inode), fetching it again when damaged.
+# check the installed pack against its SHA256SUMS (cached by size, mtime and ctime in ns, inode), fetching it again when damaged.
 #
 # From BASE_URL it takes (all checked against BASE_URL/SHA256SUMS):
 #   packages_compatibles.zip, packages_python{VER}.zip   wheels, installed in one offline resolver run

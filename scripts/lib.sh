@@ -104,7 +104,8 @@ get_verified() {
 # changes one of them and the file is hashed.
 PACK_CACHE_NAME=.spark-verified
 
-file_stamp() { stat -c '%s %Y %i' "$1" 2>/dev/null; }
+# size, mtime and ctime to the nanosecond, inode: a same-size rewrite within the same second still shows
+file_stamp() { stat -c '%s %.9Y %.9Z %i' "$1" 2>/dev/null; }
 
 # verify_pack DIR: print the names in DIR/SHA256SUMS that are missing or do not match, and rewrite the cache
 # with the ones that do. No SHA256SUMS: nothing to check.

@@ -98,3 +98,10 @@ def noise_mix():
         rng = np.random.default_rng(seed)
         return (rng.standard_normal((int(round(seconds * SR)), 2)) * 0.1).astype(np.float32)
     return make
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """An authenticated client of the test module's own `server` fixture."""
+    with server.client() as c:
+        yield c

@@ -33,12 +33,6 @@ def server(tmp_path_factory, random_pack):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     return {"stereo48": make_wav(d / "song take1.wav", 1.5, sr=48000, channels=2, extra_frames=17),

@@ -23,12 +23,6 @@ def server(tmp_path_factory, random_pack):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_wav(tmp_path_factory.mktemp("in") / "talk.wav", 4.0)
 

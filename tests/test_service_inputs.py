@@ -32,12 +32,6 @@ def server(tmp_path_factory, pack_without_kim1):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def done_job(client, tmp_path_factory):
     clip = make_wav(tmp_path_factory.mktemp("clip") / "a.wav", 0.5).read_bytes()
     r = client.post("/jobs", files={"file": ("a.wav", clip)}, data={"stems": "vocals"})

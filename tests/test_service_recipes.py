@@ -23,12 +23,6 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    with server.client() as c:
-        yield c
-
-
 def test_ready_and_status_list_the_recipes(client):
     r = client.get("/ready")
     assert r.status_code == 200 and r.json()["recipes"] == ["cinematic"]
