@@ -21,22 +21,33 @@ SLACK = 1 << 20  # headers, the log, the zip directory
 
 
 def need_bytes(facts: dict, options: dict) -> dict:
-    """Estimated peak disk use of a job beyond its input: the engine's float32 [T, C] 44.1 kHz work signals
-    (mix and vocals: 2 channels each; drums/bass/other sums: 6 more with 4 stems) while the stems are encoded,
-    or the stems plus the largest one while the zip is built, whichever is more."""
+    """Estimated peak disk use of a job beyond its input: the engine's float32 work signals while the stems are
+    encoded (mdx23: the 44.1 kHz mix and vocals, 6 channels more of drums/bass/other sums with 4 stems;
+    cinematic: the mix and 6 channels of music/effects/dialog sums; plus the input at its own rate when that is
+    not 44.1 kHz, for the residual stems; a surround input kept in its layout: that per channel group, and its
+    channels at the input's and the output's rate), or the stems plus the largest one while the zip is built,
+    whichever is more."""
     frames, rate = int(facts.get("frames") or 0), int(facts.get("sample_rate") or MODEL_RATE)
+    in_channels = int(facts.get("channels") or 2)
     length = math.ceil(frames * MODEL_RATE / rate)
-    four = any(s in ("drums", "bass", "other") for s in options.get("stems", ()))
-    work = length * 4 * (2 + 2 + (6 if four else 0))
     fmt = options.get("format", "wav")
+    names = options.get("stems") or ("vocals", "instrumental")
+    four = any(s in ("drums", "bass", "other") for s in names)
+    model_ch = 2 + (6 if options.get("recipe") == "cinematic" else 2 + (6 if four else 0))
     out_frames = frames if options.get("sample_rate", "native") == "native" else length
     out_rate = rate if options.get("sample_rate", "native") == "native" else MODEL_RATE
-    channels = 1 if options.get("mono") else 2
+    surround = (in_channels > 2 and options.get("layout", "keep") != "stereo" and fmt != "mp3"
+                and not options.get("mono"))
+    if surround:  # every channel a group at most; native, resampled and one signal per stem at full width
+        work = 4 * (length * model_ch * in_channels + (frames + out_frames * (1 + len(names))) * in_channels)
+    else:
+        work = 4 * (length * model_ch + (frames * 2 if rate != MODEL_RATE else 0))
+    channels = 1 if options.get("mono") else in_channels if surround else 2
     if fmt == "mp3":
         stem = int(MP3_BYTES_PER_S * out_frames / out_rate) + 4096
     else:
         stem = out_frames * channels * BYTES_PER_SAMPLE[fmt] + 4096
-    stems = stem * len(options.get("stems") or ("vocals", "instrumental"))
+    stems = stem * len(names)
     return {"work": work, "stems": stems, "total": stems + max(work, stem) + SLACK}
 
 

@@ -176,7 +176,7 @@ def test_queue_position_is_never_0(tmp_path):
     for i in ids:
         st.insert(i, {}, {}, "real")
     assert [st.queue_position(i) for i in ids] == [1, 2, 3]
-    claimed = st.claim_next()  # a row read as queued just before the worker took it
+    claimed = st.claim_next("test-worker", 30.0)  # a row read as queued just before the worker took it
     assert claimed["id"] == ids[0] and st.queue_position(ids[0]) == 1
     assert [st.queue_position(i) for i in ids[1:]] == [1, 2]
     st.close()

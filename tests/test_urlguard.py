@@ -135,9 +135,14 @@ def test_server_refuses_inside(tmp_path, vocals_pack):
         with srv.client() as c:
             for template in NETNS_TARGETS:
                 url = template.format(port=srv.port)
-                r = c.post("/jobs", json={"url": url})
+                # /separate waits through the URL job's download step, so the refusal comes back as its answer
+                r = c.post("/separate", json={"url": url})
                 assert r.status_code == 422, (url, r.text)
                 assert r.json()["error"] == "url_refused" and r.json()["field"] == "url", r.text
-            assert c.get("/jobs").json()["jobs"] == []
+                left = {p.name for p in (srv.data_dir / "jobs" / r.json()["job_id"]).iterdir()}
+                assert left <= {"job.log"}, left  # nothing was fetched
+            jobs = c.get("/jobs").json()["jobs"]
+            assert len(jobs) == len(NETNS_TARGETS)
+            assert all(j["state"] == "failed" and j["error"]["code"] == "url_refused" for j in jobs)
     finally:
         srv.stop()
