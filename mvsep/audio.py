@@ -422,6 +422,14 @@ def extension(output_format: str) -> str:
     return {"flac": ".flac", "mp3": ".mp3"}.get(output_format, ".wav")
 
 
+def stem_paths(output_dir, name: str, stems, output_format: str, suffixes: dict[str, str] | None = None) -> dict:
+    """{stem: output_dir/<name>_<suffix><ext>}; the dir is made."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ext = extension(output_format)
+    return {s: output_dir / f"{name}_{(suffixes or {}).get(s, s)}{ext}" for s in stems}
+
+
 def _check_format(output_format):
     if output_format not in OUTPUT_FORMATS:
         raise OptionError("output_format", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")

@@ -8,8 +8,6 @@ is final, so nothing is ever held whole in RAM.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +22,7 @@ from .device import resolve_device
 from .errors import Cancelled, NotInPackError, OptionError
 from .mdx import CHUNK, MdxRunner, piece_count
 from .pack import DEMUCS_VOCALS, FOUR_STEM_BAGS, KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack
-from .signals import ArraySignal, DiskSignal, Signal, blocks
+from .signals import ArraySignal, Signal, blocks, work_signals
 
 log = logging.getLogger("mvsep.engine")
 
@@ -217,55 +215,41 @@ class Separator:
         job = _Job(progress, cancel)
         job.start("load models")
         job.total = self._work_units(length, opts) + 2 * length / CHUNK  # + decode and encode
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        name = name or Path(input_path).stem
-        ext = audio.extension(opts.output_format)
-        paths = {s: output_dir / f"{name}_{(suffixes or {}).get(s, s)}{ext}" for s in stems}
-        tmp = Path(tempfile.mkdtemp(prefix="mvsep-", dir=work_dir))
-        opened: list[DiskSignal] = []
+        paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
         written: list[Path] = []
-
-        def new_signal(frames: int, channels: int, tag: str) -> DiskSignal:
-            opened.append(DiskSignal(tmp / f"{tag}.f32", frames, channels))
-            return opened[-1]
-
         try:
-            job.start("decode")
-            mix = new_signal(length, 2, "mix")
-            # the input at the output rate, for the residual stems (at 44.1 kHz out, the mix itself)
-            native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else mix
-            pos = 0
-            for block in audio.resample_blocks(_tee(audio.iter_decode(input_path), native, mix), info.sample_rate,
-                                               MODEL_RATE, info.frames):
-                mix.write(pos, block)
-                pos += len(block)
-                job.step(len(block) / CHUNK)
-            signals = self._ensemble(mix, new_signal, opts, job)
-            job.start("encode")
-            writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
-                       for s, p in paths.items()}
-            try:
-                for stem_blocks in self._final_blocks(signals, native, stems, out_rate, out_frames, job):
-                    for s, block in stem_blocks.items():
-                        writers[s].write(block)
-                for s, w in writers.items():
-                    w.close()
-                    written.append(paths[s])
-            except BaseException:
-                for w in writers.values():
-                    w.abort()
-                raise
-            job.finish()
-            return SeparationResult(paths, info, job.timings, self.pack.kind)
+            with work_signals(work_dir) as new_signal:
+                job.start("decode")
+                mix = new_signal(length, 2, "mix")
+                # the input at the output rate, for the residual stems (at 44.1 kHz out, the mix itself)
+                native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else mix
+                pos = 0
+                decoded = _tee(audio.iter_decode(input_path), native, mix)
+                for block in audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames):
+                    mix.write(pos, block)
+                    pos += len(block)
+                    job.step(len(block) / CHUNK)
+                signals = self._ensemble(mix, new_signal, opts, job)
+                job.start("encode")
+                writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
+                           for s, p in paths.items()}
+                try:
+                    for stem_blocks in self._final_blocks(signals, native, stems, out_rate, out_frames, job):
+                        for s, block in stem_blocks.items():
+                            writers[s].write(block)
+                    for s, w in writers.items():
+                        w.close()
+                        written.append(paths[s])
+                except BaseException:
+                    for w in writers.values():
+                        w.abort()
+                    raise
+                job.finish()
+                return SeparationResult(paths, info, job.timings, self.pack.kind)
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
-        finally:
-            for sig in opened:
-                sig.close()
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
                        progress: Progress | None = None,

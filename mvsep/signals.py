@@ -6,7 +6,10 @@ touched page as resident). `ArraySignal` is the same interface over a numpy arra
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -123,3 +126,22 @@ class OverlapAdd:
         self.sink(self.base, self.out[..., :k] / self.wsum[:k])
         self.out, self.wsum = self.out[..., k:].copy(), self.wsum[k:].copy()
         self.base = upto
+
+
+@contextlib.contextmanager
+def work_signals(work_dir=None) -> Iterator[Callable[[int, int, str], "DiskSignal"]]:
+    """`new_signal(frames, channels, tag)`: float32 signals in a fresh temp dir under `work_dir`; every one is
+    closed and the dir removed at the end, whatever happened."""
+    tmp = Path(tempfile.mkdtemp(prefix="mvsep-", dir=work_dir))
+    opened: list[DiskSignal] = []
+
+    def new_signal(frames: int, channels: int, tag: str) -> DiskSignal:
+        opened.append(DiskSignal(tmp / f"{tag}.f32", frames, channels))
+        return opened[-1]
+
+    try:
+        yield new_signal
+    finally:
+        for sig in opened:
+            sig.close()
+        shutil.rmtree(tmp, ignore_errors=True)

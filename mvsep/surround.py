@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import tempfile
 from pathlib import Path
 
 import av
@@ -24,7 +22,7 @@ import numpy as np
 
 from . import audio
 from .errors import OptionError
-from .signals import DiskSignal, blocks
+from .signals import DiskSignal, blocks, work_signals
 
 MODEL_RATE = 44100
 PAIRS = (("FL", "FR"), ("SL", "SR"), ("BL", "BR"), ("FLC", "FRC"), ("WL", "WR"), ("TFL", "TFR"),
@@ -175,76 +173,62 @@ def separate_file(sep, input_path, info, output_dir, opts, stems, progress, canc
     job = _Job(progress, cancel)
     job.start("load models")
     job.total = len(groups) * (sep._work_units(length, opts) + 2 * length / CHUNK) + 2 * out_frames / CHUNK
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    name = name or Path(input_path).stem
-    ext = audio.extension(opts.output_format)
-    paths = {s: output_dir / f"{name}_{(suffixes or {}).get(s, s)}{ext}" for s in stems}
-    tmp = Path(tempfile.mkdtemp(prefix="mvsep-", dir=work_dir))
-    opened: list[DiskSignal] = []
+    paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
     writers: dict[str, LayoutWriter] = {}
     written: list[Path] = []
-
-    def new_signal(frames: int, ch: int, tag: str) -> DiskSignal:
-        opened.append(DiskSignal(tmp / f"{tag}.f32", frames, ch))
-        return opened[-1]
-
     try:
-        job.start("decode")
-        native = new_signal(info.frames, channels, "native")
-        pos = 0
-        with audio._Input(input_path) as inp:
-            for piece in audio._decoded(inp, audio._Facts(), _AllChannels()):
-                native.write(pos, piece)
-                pos += len(piece)
-                job.step(len(piece) / CHUNK / len(groups))
-        # the input at the output rate (the residual stems are computed from it)
-        at_out = native if out_rate == info.sample_rate else _resampled(native, info.sample_rate, out_rate,
-                                                                        out_frames, new_signal)
-        outs = {s: new_signal(out_frames, channels, f"stem_{s}") for s in stems}
-        for k, (a, b) in enumerate(groups):
-            mix = new_signal(length, 2, f"mix{k}")
+        with work_signals(work_dir) as new_signal:
+            job.start("decode")
+            native = new_signal(info.frames, channels, "native")
             pos = 0
-            for block in audio.resample_blocks((native.read(x, y)[:, [a, b]] for x, y in blocks(info.frames)),
-                                               info.sample_rate, MODEL_RATE, info.frames):
-                mix.write(pos, block)
-                pos += len(block)
-                job.step(len(block) / CHUNK)
-            signals = sep._ensemble(mix, new_signal, opts, job)
-            pos = 0
-            for got in sep._final_blocks(signals, _Columns(at_out, (a, b)), stems, out_rate, out_frames, job):
-                for s, block in got.items():
-                    if a == b:     # dual mono: the two results averaged back into one channel
-                        outs[s].add(pos, _place(0.5 * (block[:, 0] + block[:, 1]), a, channels))
-                    else:
-                        outs[s].add(pos, _place(block[:, 0], a, channels) + _place(block[:, 1], b, channels))
-                pos += len(block)
-        for c in lfe + untouched:   # not separated: to the background stems as they are
-            targets = [s for s in stems if s in BACKGROUND_STEMS or (c in lfe and s in LFE_EXTRA)]
-            for x, y in blocks(out_frames):
-                col = _place(at_out.read(x, y)[:, c], c, channels)
-                for s in targets:
-                    outs[s].add(x, col)
-        job.start("encode")
-        for s, path in paths.items():
-            writers[s] = LayoutWriter(path, out_rate, opts.output_format, layout)
-            for x, y in blocks(out_frames):
-                writers[s].write(outs[s].read(x, y))
-                job.step((y - x) / CHUNK / len(stems))
-        for s in list(writers):
-            written.append(writers.pop(s).close())
-        job.finish()
-        return SeparationResult(paths, info, job.timings, sep.pack.kind)
+            with audio._Input(input_path) as inp:
+                for piece in audio._decoded(inp, audio._Facts(), _AllChannels()):
+                    native.write(pos, piece)
+                    pos += len(piece)
+                    job.step(len(piece) / CHUNK / len(groups))
+            # the input at the output rate (the residual stems are computed from it)
+            at_out = native if out_rate == info.sample_rate else _resampled(native, info.sample_rate, out_rate,
+                                                                            out_frames, new_signal)
+            outs = {s: new_signal(out_frames, channels, f"stem_{s}") for s in stems}
+            for k, (a, b) in enumerate(groups):
+                mix = new_signal(length, 2, f"mix{k}")
+                pos = 0
+                for block in audio.resample_blocks((native.read(x, y)[:, [a, b]] for x, y in blocks(info.frames)),
+                                                   info.sample_rate, MODEL_RATE, info.frames):
+                    mix.write(pos, block)
+                    pos += len(block)
+                    job.step(len(block) / CHUNK)
+                signals = sep._ensemble(mix, new_signal, opts, job)
+                pos = 0
+                for got in sep._final_blocks(signals, _Columns(at_out, (a, b)), stems, out_rate, out_frames, job):
+                    for s, block in got.items():
+                        if a == b:     # dual mono: the two results averaged back into one channel
+                            outs[s].add(pos, _place(0.5 * (block[:, 0] + block[:, 1]), a, channels))
+                        else:
+                            outs[s].add(pos, _place(block[:, 0], a, channels) + _place(block[:, 1], b, channels))
+                    pos += len(block)
+            for c in lfe + untouched:   # not separated: to the background stems as they are
+                targets = [s for s in stems if s in BACKGROUND_STEMS or (c in lfe and s in LFE_EXTRA)]
+                for x, y in blocks(out_frames):
+                    col = _place(at_out.read(x, y)[:, c], c, channels)
+                    for s in targets:
+                        outs[s].add(x, col)
+            job.start("encode")
+            for s, path in paths.items():
+                writers[s] = LayoutWriter(path, out_rate, opts.output_format, layout)
+                for x, y in blocks(out_frames):
+                    writers[s].write(outs[s].read(x, y))
+                    job.step((y - x) / CHUNK / len(stems))
+            for s in list(writers):
+                written.append(writers.pop(s).close())
+            job.finish()
+            return SeparationResult(paths, info, job.timings, sep.pack.kind)
     except BaseException:
         for w in writers.values():
             w.abort()
         for p in written:
             p.unlink(missing_ok=True)
         raise
-    finally:
-        for sig in opened:
-            sig.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _place(col: np.ndarray, c: int, channels: int) -> np.ndarray:
