@@ -8,7 +8,7 @@
 #   batches     full-size configurations, 60 s, 4 stems: unbatched vs the batch sizes chosen per model
 #               (printed per model shape), with the share of wall time inside the model kernels
 #   precision   fp16 vs fp32: speed, max abs difference, SDR on the demo pack
-#   workers     multi-worker throughput (jobs per hour, 1 vs 2 workers): the service's hook, below
+#   workers     multi-worker throughput (jobs per hour, 1 vs 2 workers, bench/bench_workers.py)
 #   long        a 10-minute input, vocals only: RTF and peak memory
 # Usage: bash bench/gpu_check.sh   (expects .venv with a CUDA torch and onnxruntime-gpu: requirements-gpu.txt)
 set -uo pipefail
@@ -38,14 +38,13 @@ step_precision() {
     "$PY" bench/bench_precision.py --seconds 60 --mode all 2>&1 | tee "$OUT/gpu_precision.txt"
 }
 
-# Multi-worker throughput: one worker per GPU from the service (SPARK_GPUS). The service side fills this in
-# (bench/bench_workers.py: jobs per hour for 1 and 2 workers on the same batch of clips, and their ratio).
+# Multi-worker throughput: one worker per GPU from the service (SPARK_GPUS), jobs per hour for 1 and 2 workers on
+# the same batch of clips (bench/bench_workers.py). One GPU: two workers share it ("0,0"), which shows whether a
+# second job stream fills what one leaves idle.
 step_workers() {
-    if [[ -f bench/bench_workers.py ]]; then
-        "$PY" bench/bench_workers.py --device cuda 2>&1 | tee "$OUT/gpu_workers.txt"
-    else
-        echo "workers: bench/bench_workers.py not present yet (service side): skipped" | tee "$OUT/gpu_workers.txt"
-    fi
+    local gpus="0,0"
+    [[ $(nvidia-smi -L 2>/dev/null | wc -l) -ge 2 ]] && gpus="0,1"
+    "$PY" bench/bench_workers.py --gpus "$gpus" --pack full 2>&1 | tee "$OUT/gpu_workers.txt"
 }
 
 step_long() {
