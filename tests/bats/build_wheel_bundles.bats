@@ -11,6 +11,17 @@ setup() {
     done
 }
 
+# install_bundle VER: unzip the bundles of $out for VER and install them offline into a clean venv
+install_bundle() {
+    local v=$1 x="$BATS_TEST_TMPDIR/x"
+    unzip -q "$out/packages_compatibles.zip" -d "$x"
+    unzip -q "$out/packages_python$v.zip" -d "$x"
+    python3 -m venv --without-pip "$BATS_TEST_TMPDIR/venv"
+    python3 -m pip --python "$BATS_TEST_TMPDIR/venv/bin/python" install -q --no-index \
+        --find-links "$x/temp_packages/compatible" --find-links "$x/temp_packages/python$v" \
+        -r "$x/temp_packages/python$v/requirements.txt"
+}
+
 @test "shared wheels go to compatible/, the rest per version, with pinned requirements and manifest lines" {
     run "$SCRIPTS/build_wheel_bundles.sh" "$out" --wheels-dir "$w" --versions "3.11 3.12"
     [ "$status" -eq 0 ]
@@ -27,13 +38,7 @@ setup() {
     "$PY" "$HELPERS/make_wheel.py" "$w/$v" sparkprobe 1.0.0 >/dev/null
     "$PY" "$HELPERS/make_wheel.py" "$w/$v" sparkprobe_ver 2.0.0 "cp${v/./}" >/dev/null
     "$SCRIPTS/build_wheel_bundles.sh" "$out" --wheels-dir "$w" --versions "$v"
-    x="$BATS_TEST_TMPDIR/x"
-    unzip -q "$out/packages_compatibles.zip" -d "$x"
-    unzip -q "$out/packages_python$v.zip" -d "$x"
-    python3 -m venv --without-pip "$BATS_TEST_TMPDIR/venv"
-    python3 -m pip --python "$BATS_TEST_TMPDIR/venv/bin/python" install -q --no-index \
-        --find-links "$x/temp_packages/compatible" --find-links "$x/temp_packages/python$v" \
-        -r "$x/temp_packages/python$v/requirements.txt"
+    install_bundle "$v"
     run "$BATS_TEST_TMPDIR/venv/bin/python" -c "import sparkprobe_ver; print(sparkprobe_ver.TAG)"
     [ "$output" = "cp${v/./}" ]
 }
@@ -85,13 +90,7 @@ make_index() {
     make_index
     v=$(pyver)
     "$SCRIPTS/build_wheel_bundles.sh" "$out" --requirements "$req" --versions "$v"
-    x="$BATS_TEST_TMPDIR/x"
-    unzip -q "$out/packages_compatibles.zip" -d "$x"
-    unzip -q "$out/packages_python$v.zip" -d "$x"
-    python3 -m venv --without-pip "$BATS_TEST_TMPDIR/venv"
-    python3 -m pip --python "$BATS_TEST_TMPDIR/venv/bin/python" install -q --no-index \
-        --find-links "$x/temp_packages/compatible" --find-links "$x/temp_packages/python$v" \
-        -r "$x/temp_packages/python$v/requirements.txt"
+    install_bundle "$v"
     run "$BATS_TEST_TMPDIR/venv/bin/python" -c "import sparkprobe, sparkglibc; print(sparkglibc.VERSION)"
     [ "$output" = "1.0.0" ]
 }
