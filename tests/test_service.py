@@ -5,7 +5,6 @@ import http.server
 import io
 import shutil
 import subprocess
-import threading
 import time
 import zipfile
 
@@ -14,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_service_support import TOKEN, Server, make_wav, wait_job
+from test_service_support import TOKEN, Server, local_http, make_wav, wait_job
 
 ROUTES = [("GET", "/ready"), ("GET", "/status"), ("GET", "/metrics"), ("POST", "/separate"), ("POST", "/jobs"),
           ("GET", "/jobs"), ("GET", "/jobs/0123456789abcdef0123456789abcdef"),
@@ -305,10 +304,8 @@ def media_server(inputs):
         def log_message(self, *a):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with local_http(Handler) as base:
+        yield base
 
 
 def test_url_input_from_a_local_server(server, client, media_server, inputs):

@@ -8,11 +8,10 @@ from __future__ import annotations
 import http.server
 import os
 import subprocess
-import threading
 
 import pytest
 
-from test_service_support import Server, make_wav, wait_job
+from test_service_support import Server, local_http, make_wav, wait_job
 
 BIG = 5 * 2**20  # more than the tmpfs holds, less than SPARK_MAX_UPLOAD_MB
 
@@ -50,10 +49,8 @@ def big_body_url():
         def log_message(self, *a):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/big.wav"
-    httpd.shutdown()
+    with local_http(Handler) as base:
+        yield f"{base}/big.wav"
 
 
 def _fill(path, leave: int = 0) -> None:

@@ -4,11 +4,14 @@ No tests here; the test_service*.py modules import it.
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,3 +131,15 @@ def wait_job(client: httpx.Client, job_id: str, until=("succeeded", "failed", "c
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
+
+
+@contextlib.contextmanager
+def local_http(handler):
+    """A threaded HTTP server with `handler` on 127.0.0.1 (a free port); yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
