@@ -174,8 +174,8 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
 
 # ---- URL inputs
 
-async def _resolve(host: str, port: int, allow_private: bool) -> str:
-    """One address of `host` that may be contacted (every address is checked: no private mixes)."""
+async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
+    """One address of `host` that may be contacted, after urlguard judged them all (no private mixes)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
@@ -193,7 +193,8 @@ async def _resolve(host: str, port: int, allow_private: bool) -> str:
     return str(addrs[0])
 
 
-def _check_url(url: str) -> tuple[str, str, int, str]:
+def check_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, target) of an http(s) URL; its form only, no network (the address: resolve_checked)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -219,8 +220,8 @@ async def fetch_url(url: str, dest: Path, limit: int, timeout_s: float, allow_pr
 async def _fetch(url: str, dest: Path, limit: int, allow_private: bool) -> dict:
     async with httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(30.0), trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            scheme, host, port, target = _check_url(url)
-            ip = await _resolve(host, port, allow_private)
+            scheme, host, port, target = check_url(url)
+            ip = await resolve_checked(host, port, allow_private)
             # Connect to the address that was checked (no second DNS answer), keeping Host and TLS name.
             ip_host = f"[{ip}]" if ":" in ip else ip
             host_header = host if port in (80, 443) else f"{host}:{port}"

@@ -18,7 +18,7 @@ from . import disk
 from . import runner as rn
 from .context import Services
 from .errors import ApiError
-from .inputs import _check_url as check_url  # scheme and host form only, no network
+from .inputs import check_url  # scheme and host form only, no network
 from .inputs import fetch_url, receive_multipart, safe_name
 from .schemas import JobOptions, parse_bool
 from .store import new_job_id

@@ -154,7 +154,7 @@ def parse_uploads(inp: dict, stems: list[str]) -> dict[str, str]:
         if stem not in stems:
             raise JobError(f"upload.{stem}: not one of the requested stems")
         try:
-            inputs._check_url(str(target))  # scheme and form now; the address when it is used
+            inputs.check_url(str(target))  # scheme and form now; the address when it is used
         except ApiError as e:
             raise JobError(f"upload.{stem}: {e.message.removeprefix('url: ')}") from None
     return {k: str(v) for k, v in uploads.items()}
@@ -163,8 +163,8 @@ def parse_uploads(inp: dict, stems: list[str]) -> dict[str, str]:
 # ---- output ----------------------------------------------------------------------------------------------------
 async def put_stem(path: Path, url: str, what: str) -> None:
     """PUT a file to a presigned URL through the service's URL guard (the checked address, no redirects)."""
-    scheme, host, port, target = inputs._check_url(url)
-    ip = await inputs._resolve(host, port, allow_private())
+    scheme, host, port, target = inputs.check_url(url)
+    ip = await inputs.resolve_checked(host, port, allow_private())
     ip_host = f"[{ip}]" if ":" in ip else ip
     size = path.stat().st_size
 

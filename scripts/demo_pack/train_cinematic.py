@@ -35,9 +35,9 @@ OLD = "04573f0d-f3cf25b2.th"
 OLD_MAP = [2, 2, 3]                           # old sources drums, bass, other, vocals -> new index's source
 
 
-def small_htdemucs():
+def small_htdemucs(channels: int):
     from demucs.htdemucs import HTDemucs
-    return HTDemucs(sources=SOURCES, audio_channels=2, samplerate=SR, channels=12, growth=2, depth=3,
+    return HTDemucs(sources=SOURCES, audio_channels=2, samplerate=SR, channels=channels, growth=2, depth=3,
                     nfft=2048, t_layers=0, dconv_comp=4, segment=3, norm_starts=4, freq_emb=0.2)
 
 
@@ -95,13 +95,16 @@ class Mixer3:
         return torch.from_numpy(ds), torch.from_numpy(bs)
 
 
-def loss3(model, d: torch.Tensor, me: torch.Tensor) -> torch.Tensor:
-    m, e = me[:, 0], me[:, 1]
-    mix = d + m + e
-    out = model(mix)                                               # [N,3,2,L]
-    floor = 1e-3 * (mix ** 2).sum((1, 2)) + 1e-8
-    return (sdr_loss(out[:, 0], m, floor) + sdr_loss(out[:, 1], e, floor) + 1.5 * sdr_loss(out[:, 2], d, floor)
-            + sdr_loss(out[:, 0] + out[:, 1], m + e, floor))
+def make_loss3(dialog_weight: float):
+    """Negative SDR of music, effects, dialog (weighted: the dialog is what a dub needs first) and M&E."""
+    def loss3(model, d: torch.Tensor, me: torch.Tensor) -> torch.Tensor:
+        m, e = me[:, 0], me[:, 1]
+        mix = d + m + e
+        out = model(mix)                                               # [N,3,2,L]
+        floor = 1e-3 * (mix ** 2).sum((1, 2)) + 1e-8
+        return (sdr_loss(out[:, 0], m, floor) + sdr_loss(out[:, 1], e, floor)
+                + dialog_weight * sdr_loss(out[:, 2], d, floor) + sdr_loss(out[:, 0] + out[:, 1], m + e, floor))
+    return loss3
 
 
 def export(model, out: Path, seconds: float, args: dict) -> None:
@@ -135,19 +138,27 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--channels", type=int, default=24, help="HTDemucs width; 12 warm-starts from the 4-stem model")
+    ap.add_argument("--dialog-weight", type=float, default=2.0)
+    ap.add_argument("--stop", type=int, help="end at this step (the schedule still spans --steps)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     ckpt = a.work / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     mixer = Mixer3(a.work, "train", a.seed)
-    model = small_htdemucs()
-    warm_start(model, a.out / OLD)
+    model = small_htdemucs(a.channels)
+    warm = a.channels == 12                      # the 4-stem demo model is 12 wide: a wider one starts fresh
+    if warm:
+        warm_start(model, a.out / OLD)
     t0 = time.time()
-    train_loop("cinematic", model, loss3, mixer, a.steps, a.batch, int(a.seconds * SR), a.lr, ckpt)
+    train_loop("cinematic", model, make_loss3(a.dialog_weight), mixer, a.steps, a.batch, int(a.seconds * SR),
+               a.lr, ckpt, stop=a.stop)
     print(f"[cinematic] trained in {time.time() - t0:.0f} s", flush=True)
     model.eval()
-    export(model, a.out, a.seconds, {"steps": a.steps, "batch": a.batch, "seed": a.seed, "warm_start": OLD})
+    export(model, a.out, a.seconds, {"steps": a.stop or a.steps, "schedule": a.steps, "batch": a.batch,
+                                     "seed": a.seed, "channels": a.channels, "dialog_weight": a.dialog_weight,
+                                     "warm_start": OLD if warm else None})
     write_manifest(a.out)
 
 
