@@ -79,7 +79,8 @@ NETNS_TARGETS = ["http://[64:ff9b::7f00:1]:{port}/a.wav", "http://[64:ff9b::a00:
                  "http://[::ffff:127.0.0.1]:{port}/a.wav", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a",
                  "http://100.64.0.1/a.wav", "http://224.0.0.1/a.wav", "http://255.255.255.255/a.wav",
                  "http://240.0.0.1/a.wav", "http://[ff02::1]/a.wav", "http://[64:ff9b:1::808:808]/a.wav",
-                 "http://0.0.0.0:{port}/a.wav", "http://[::]:{port}/a.wav", "http://2130706433:{port}/a.wav"]
+                 "http://0.0.0.0:{port}/a.wav", "http://[::]:{port}/a.wav", "http://2130706433:{port}/a.wav",
+                 "http://10.1.2.3/a.wav", "http://169.254.169.254/latest/meta-data", "http://192.168.0.1/x"]
 
 
 def _in_netns() -> bool:
