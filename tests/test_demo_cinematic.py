@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "mvsep" / "demo_pack"
 CLIPS = Path(__file__).resolve().parent / "data" / "demo_pack"
 SR = 44100
-# dB, just under what these clips measure (mvsep/demo_pack/README.md): dialog 5.58 / 5.25 / 8.36, background
-# 5.60 / 5.08 / 8.32, music 6.54 / 6.80 / 6.84 and effects 6.60 / 8.49 / 7.89 above their mixture baselines
-DIALOG_FLOOR = 4.75
-BACKGROUND_FLOOR = 4.5
-MUSIC_GAIN_FLOOR = 6.0     # above the mixture baseline (the mixture used as the music estimate)
-EFFECTS_GAIN_FLOOR = 6.0
+# dB, just under what these clips measure (mvsep/demo_pack/README.md): dialog 8.78 / 9.47 / 14.25, background
+# 8.80 / 9.31 / 14.22, music 8.20 / 11.78 / 13.24 and effects 8.62 / 12.79 / 15.47 above their mixture baselines
+DIALOG_FLOOR = 8.25
+BACKGROUND_FLOOR = 8.25
+MUSIC_GAIN_FLOOR = 7.5     # above the mixture baseline (the mixture used as the music estimate)
+EFFECTS_GAIN_FLOOR = 8.0
 
 
 def sdr(ref: np.ndarray, est: np.ndarray) -> float:
