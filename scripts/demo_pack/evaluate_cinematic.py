@@ -2,17 +2,20 @@
 
     python scripts/demo_pack/evaluate_cinematic.py --work /tmp/spark_cine --pack mvsep/demo_pack --clips 8
     python scripts/demo_pack/evaluate_cinematic.py --work /tmp/spark_cine --test-clips tests/data/demo_pack
+    python scripts/demo_pack/evaluate_cinematic.py --service http://127.0.0.1:8185 --conditions 0 --clips 6
 
 Through files: each mixture is written as a 24-bit FLAC, separated by `mvsep.Separator.separate_file` with
 recipe=cinematic (default options: one checkpoint, shifts 1 seeded), float WAV stems read back. Global SDR
 (10*log10(sum s^2 / sum (s - s_hat)^2) over a clip, both channels), mean over the clips of a condition; the
-baseline is the mixture used as the estimate. Conditions: dialog to background (music + effects) ratio; music
-and effects at equal loudness. Held-out: voices, languages, instruments, theme sounds and GM effects that
-training never used.
+baseline is the mixture used as the estimate. With `--service URL` the same FLAC goes to a running service's `POST
+/separate` (recipe=cinematic, default options) and the stems come back in its zip. Conditions: dialog to
+background (music + effects) ratio; music and effects at equal loudness. Held-out: voices, languages, instruments,
+theme sounds and GM effects that training never used.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -67,6 +70,21 @@ def separate_through_file(sep, mix: np.ndarray, opts) -> dict[str, np.ndarray]:
         return {s: sf.read(p, dtype="float32")[0] for s, p in res.stems.items()}, mix
 
 
+def separate_through_service(url: str, mix: np.ndarray) -> dict[str, np.ndarray]:
+    import zipfile
+
+    import httpx
+    buf = io.BytesIO()
+    sf.write(buf, mix, SR, subtype="PCM_24", format="FLAC")
+    r = httpx.post(url.rstrip("/") + "/separate", files={"file": ("mix.flac", buf.getvalue(), "audio/flac")},
+                   data={"recipe": "cinematic", "stems": ",".join(STEMS)}, timeout=3600)
+    r.raise_for_status()
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:   # members are <input name>_<stem>.wav
+        got = {n.rsplit("_", 1)[1].split(".")[0]: sf.read(io.BytesIO(z.read(n)), dtype="float32")[0]
+               for n in z.namelist()}
+    return got, sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0]
+
+
 def write_test_clips(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for k, (d, m, e) in enumerate(heldout3(work, 0.0, 3, seed=4321, seconds=6.0)):
@@ -83,21 +101,28 @@ def main():
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS))
     ap.add_argument("--test-clips", type=Path, default=None, help="write the quality test's clips here and stop")
+    ap.add_argument("--service", help="a running service's base URL: separate through it instead of files")
     a = ap.parse_args()
     if a.test_clips:
         write_test_clips(a.work, a.test_clips)
         return
-    import torch
-    torch.set_num_threads(1)
-    from mvsep.engine import Options, Separator
-    sep = Separator(a.pack, device="cpu", threads=1)
-    opts = Options(recipe="cinematic")
+    if a.service:
+        def separate(mix):
+            return separate_through_service(a.service, mix)
+    else:
+        import torch
+        torch.set_num_threads(1)
+        from mvsep.engine import Options, Separator
+        sep, opts = Separator(a.pack, device="cpu", threads=1), Options(recipe="cinematic")
+
+        def separate(mix):
+            return separate_through_file(sep, mix, opts)
     print("| dialog to background | dialog | music | effects | background | mixture baseline (dialog / music / "
           "effects / background) |\n|---|---|---|---|---|---|")
     for dbr in a.conditions:
         scores, base = {s: [] for s in STEMS}, {s: [] for s in STEMS}
         for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds):
-            got, mix = separate_through_file(sep, d + m + e, opts)
+            got, mix = separate(d + m + e)
             truth = {"dialog": d, "music": m, "effects": e, "background": m + e}
             for s in STEMS:
                 scores[s].append(sdr(truth[s], got[s]))
