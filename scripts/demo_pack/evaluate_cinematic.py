@@ -7,10 +7,10 @@
 Through files: each mixture is written as a 24-bit FLAC, separated by `mvsep.Separator.separate_file` with
 recipe=cinematic (default options: one checkpoint, shifts 1 seeded), float WAV stems read back. Global SDR
 (10*log10(sum s^2 / sum (s - s_hat)^2) over a clip, both channels), mean over the clips of a condition; the
-baseline is the mixture used as the estimate. With `--service URL` the same FLAC goes to a running service's `POST
-/separate` (recipe=cinematic, default options) and the stems come back in its zip. Conditions: dialog to
-background (music + effects) ratio; music and effects at equal loudness. Held-out: voices, languages, instruments,
-theme sounds and GM effects that training never used.
+baseline is the mixture used as the estimate. With `--service URL` the same FLAC goes to a running service's
+`POST /separate` (recipe=cinematic, default options) and the stems come back in its zip. Conditions: dialog to
+background (music + effects) ratio; music and effects at equal loudness. Held-out: voices, languages,
+instruments, theme sounds and GM effects that training never used.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | 
     return out
 
 
-def separate_through_file(sep, mix: np.ndarray, opts) -> dict[str, np.ndarray]:
+def separate_through_file(sep, mix: np.ndarray, opts) -> tuple[dict[str, np.ndarray], np.ndarray]:
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "mix.flac"
         sf.write(src, mix, SR, subtype="PCM_24")
@@ -70,7 +70,7 @@ def separate_through_file(sep, mix: np.ndarray, opts) -> dict[str, np.ndarray]:
         return {s: sf.read(p, dtype="float32")[0] for s, p in res.stems.items()}, mix
 
 
-def separate_through_service(url: str, mix: np.ndarray) -> dict[str, np.ndarray]:
+def separate_through_service(url: str, mix: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     import zipfile
 
     import httpx
