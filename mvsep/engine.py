@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import audio, recipes, surround
+from . import audio, precision, recipes, surround
 from .audio import MODEL_RATE
 from .demucs_runner import DemucsRunner
 from .device import resolve_device
@@ -217,10 +217,9 @@ class Separator:
 
     # --- devices and options -------------------------------------------------------------------------------
     def check_options(self, opts: Options) -> Options:
-        """`opts.validate()`, plus what this engine's device cannot do: fp16 needs CUDA."""
+        """`opts.validate()`, plus what this engine's device cannot do (`mvsep.precision`)."""
         opts = opts.validate()
-        if opts.precision == "fp16" and self.device != "cuda":
-            raise OptionError("precision", "fp16 needs a CUDA GPU; this engine runs on the CPU (use fp32)")
+        precision.check(opts.precision, self.device)
         return opts
 
     def devices(self) -> dict:
@@ -234,8 +233,16 @@ class Separator:
 
     # --- helpers -----------------------------------------------------------------------------------------
     def half(self, opts: Options) -> bool:
-        """Run the models in float16 (CUDA only): the options ask for it, or the Separator was made so."""
+        """Run the MDX models as float16 graphs (CUDA only): fp16 asked, or the Separator was made so."""
         return self.device == "cuda" and (self.half_models or opts.precision == "fp16")
+
+    def autocast(self, opts: Options):
+        """The autocast dtype of the torch models (False: float32): bf16 -> bfloat16, fp16 -> float16."""
+        if self.device != "cuda":
+            return False
+        if opts.precision == "bf16":
+            return torch.bfloat16
+        return torch.float16 if self.half(opts) else False
 
     def stems_asked(self, opts: Options, stems) -> tuple[str, ...]:
         """The stems to write: the caller's (each made by the recipe), else the options' default."""

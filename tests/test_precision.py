@@ -22,8 +22,9 @@ def sep(vocals_pack):
 def test_precision_values():
     assert Options().precision == "fp32"
     assert Options(precision="fp16").validate().precision == "fp16"
+    assert Options(precision="bf16").validate().precision == "bf16"
     with pytest.raises(OptionError) as err:
-        Options(precision="bf16").validate()
+        Options(precision="int8").validate()
     assert err.value.field == "precision"
 
 
@@ -143,3 +144,52 @@ def test_fp16_demo_pack_graph_keeps_raw_spectrogram_arithmetic_in_float32():
     assert kinds["Div"] == {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # the cosine's; GELU's x / sqrt 2
     assert onnx.TensorProto.FLOAT16 in kinds["Conv"]
     ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # a valid graph
+
+
+def test_a_reduced_precision_is_offered_only_on_cuda_and_over_40_db():
+    from mvsep.precision import refusal
+    good, bad = {"fp16": {"sdr_db": 59.0}, "bf16": {"sdr_db": 45.2}}, {"bf16": {"sdr_db": 31.5}}
+    assert refusal("fp32", "cpu", False, {}) is None
+    assert refusal("bf16", "cpu", True, good) == "bf16 needs a CUDA GPU; this engine runs on the CPU (use fp32)"
+    assert "Ampere" in refusal("bf16", "cuda", False, good)
+    assert refusal("bf16", "cuda", True, good) is None and refusal("fp16", "cuda", False, good) is None
+    assert "31.5 dB, under 40 dB" in refusal("bf16", "cuda", True, bad)
+    assert "not been measured" in refusal("fp16", "cuda", True, bad)
+
+
+def test_bf16_is_refused_on_the_cpu_and_the_catalogue_offers_fp32_only(sep):
+    from mvsep.catalog import catalogue
+    with pytest.raises(OptionError, match="bf16 needs a CUDA GPU") as err:
+        sep.separate_array(np.zeros((SR, 2), np.float32), SR, Options(only_vocals=True, precision="bf16"))
+    assert err.value.field == "precision"
+    assert catalogue(sep.pack)["precisions"] == ["fp32"]
+    assert catalogue()["precisions"] is None
+
+
+def test_the_demucs_runner_runs_under_bfloat16_autocast(vocals_pack):
+    """The dtype plumbing of precision=bf16 on the real runner (CPU autocast has bfloat16 too)."""
+    import torch
+
+    from mvsep.demucs_runner import DemucsRunner
+    from mvsep.pack import ModelPack
+    model = ModelPack(vocals_pack, "cpu").demucs("04573f0d-f3cf25b2.th")
+    x = (np.random.default_rng(1).standard_normal((3 * SR, 2)) * 0.1).astype(np.float32)
+    outs = {}
+    for half in (False, torch.bfloat16):
+        got = np.zeros((4, 2, len(x)), np.float32)
+
+        def emit(s, y, scale, got=got):
+            got[..., s:s + y.shape[-1]] = y
+
+        DemucsRunner(torch.device("cpu"), 2).run(model, lambda a, b: _read(x, a, b), len(x), 0.25, emit, half=half)
+        outs[half] = got
+    diff = np.abs(outs[False] - outs[torch.bfloat16]).max()
+    assert np.isfinite(outs[torch.bfloat16]).all() and 0 < diff < 0.05 * np.abs(outs[False]).max()
+
+
+def _read(x, a, b):
+    out = np.zeros((b - a, 2), np.float32)
+    lo, hi = max(a, 0), min(b, len(x))
+    if lo < hi:
+        out[lo - a:hi - a] = x[lo:hi]
+    return out
