@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import audio, precision, recipes, surround
+from . import audio, pipeline, precision, recipes, surround
 from .audio import MODEL_RATE
 from .demucs_runner import DemucsRunner
 from .device import resolve_device
@@ -109,30 +109,33 @@ class Separator:
         job.total = self.work_units(length, opts, stems) + 2 * length / UNIT  # + decode and encode
         paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
         written: list[Path] = []
+        decoding = encoding = None
         try:
             with work_signals(work_dir) as new_signal:
                 job.start("decode")
-                mix = new_signal(length, 2, "mix")
                 # the input at the output rate, for the residual stems (at 44.1 kHz out, the mix itself)
-                native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else mix
-                pos = 0
-                decoded = _tee(audio.iter_decode(input_path), native, mix)
-                for block in audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames):
-                    mix.write(pos, block)
-                    pos += len(block)
-                    job.step(len(block) / UNIT)
+                native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else None
+                # decoded and resampled in a side thread while the first model reads it (pipeline.Filling)
+                mix = decoding = pipeline.Filling(new_signal(length, 2, "mix"), lambda n: job.step(n / UNIT))
+                decoded = _tee(audio.iter_decode(input_path), native)
+                decoding.feed(audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames))
                 signals = self.run_recipe(mix, new_signal, opts, stems, job)
+                decoding.wait()  # `native` is whole now; a decode error after the last read still fails the job
                 job.start("encode")
                 writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
                            for s, p in paths.items()}
+                # encoded in a side thread behind the blocks being made (pipeline.Behind, bounded queue)
+                encoding = pipeline.Behind(lambda blocks: [writers[s].write(b) for s, b in blocks.items()])
                 try:
-                    for stem_blocks in self.final_blocks(signals, native, opts, stems, out_rate, out_frames, job):
-                        for s, block in stem_blocks.items():
-                            writers[s].write(block)
+                    for stem_blocks in self.final_blocks(signals, mix if native is None else native, opts, stems,
+                                                         out_rate, out_frames, job):
+                        encoding.put(stem_blocks)
+                    encoding.close()
                     for s, w in writers.items():
                         w.close()
                         written.append(paths[s])
                 except BaseException:
+                    encoding.stop()
                     for w in writers.values():
                         w.abort()
                     raise
@@ -142,6 +145,9 @@ class Separator:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
+        finally:
+            if decoding is not None:
+                decoding.stop()
 
     def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
                        progress: Progress | None = None,
@@ -255,11 +261,11 @@ class Separator:
         return stems
 
 
-def _tee(decoded, native: Signal, mix: Signal):
-    """Pass decoded blocks on, keeping a copy in `native` (unless it is the 44.1 kHz mix, written later)."""
+def _tee(decoded, native: Signal | None):
+    """Pass decoded blocks on, keeping a copy in `native` (None: the output rate is 44.1 kHz, no copy)."""
     pos = 0
     for block in decoded:
-        if native is not mix:
+        if native is not None:
             native.write(pos, block)
         pos += len(block)
         yield block
