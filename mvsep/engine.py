@@ -8,6 +8,7 @@ go through `surround.py`, which uses the same public methods.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -105,11 +106,10 @@ class Separator:
             info.frames, info.sample_rate, MODEL_RATE)
         length = audio.out_frames(info.frames, info.sample_rate, MODEL_RATE)
         job = Job(progress, cancel)
-        job.start("load models")
-        job.total = self.work_units(length, opts, stems) + 2 * length / UNIT  # + decode and encode
         paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
         written: list[Path] = []
         decoding = encoding = None
+        loading = self._load_in_background(opts, stems)  # the models load while the input decodes
         try:
             with work_signals(work_dir) as new_signal:
                 job.start("decode")
@@ -119,6 +119,8 @@ class Separator:
                 mix = decoding = pipeline.Filling(new_signal(length, 2, "mix"), lambda n: job.step(n / UNIT))
                 decoded = _tee(audio.iter_decode(input_path), native)
                 decoding.feed(audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames))
+                job.start("load models")
+                job.total = self.work_units(length, opts, stems) + 2 * length / UNIT  # + decode and encode
                 signals = self.run_recipe(mix, new_signal, opts, stems, job)
                 decoding.wait()  # `native` is whole now; a decode error after the last read still fails the job
                 job.start("encode")
@@ -148,6 +150,7 @@ class Separator:
         finally:
             if decoding is not None:
                 decoding.stop()
+            loading.join()
 
     def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
                        progress: Progress | None = None,
@@ -238,6 +241,19 @@ class Separator:
         return {"gpu_id": self.pack.gpu_id, "torch": str(self.pack.torch_device()), "onnxruntime": onnx}
 
     # --- helpers -----------------------------------------------------------------------------------------
+    def _load_in_background(self, opts: Options, stems) -> threading.Thread:
+        """Start loading the request's models (the recipe's `warm`) in a side thread. A failure there is left
+        to the main thread, which meets it again when it asks for that model."""
+        def warm():
+            try:
+                self.recipe(opts).warm(self, opts, stems)
+            except Exception as e:  # noqa: BLE001 - raised again, with its context, by the main thread's load
+                log.debug("background model load failed: %s", e)
+
+        t = threading.Thread(target=warm, name="mvsep-load", daemon=True)
+        t.start()
+        return t
+
     def half(self, opts: Options) -> bool:
         """Run the MDX models as float16 graphs (CUDA only): fp16 asked, or the Separator was made so."""
         return self.device == "cuda" and (self.half_models or opts.precision == "fp16")

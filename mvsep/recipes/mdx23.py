@@ -102,12 +102,16 @@ class Mdx23(Recipe):
         pack.verify(needed)
 
     def warm(self, ctx, opts, stems) -> None:
-        ctx.pack.demucs(DEMUCS_VOCALS)
-        for name in mdx_models(opts):
-            ctx.pack.onnx(name, ctx.half(opts))
+        """Load every model of the request at the same time (torch and ONNX Runtime release the GIL while
+        they read and build; on a GPU the uploads overlap too)."""
+        from concurrent.futures import ThreadPoolExecutor
+        loads = [lambda: ctx.pack.demucs(DEMUCS_VOCALS)]
+        loads += [lambda n=name: ctx.pack.onnx(n, ctx.half(opts)) for name in mdx_models(opts)]
         if self._four(opts, stems):
-            for bag, _ in FOUR_STEM_BAGS:
-                ctx.pack.demucs(bag)
+            loads += [lambda b=bag: ctx.pack.demucs(b) for bag, _ in FOUR_STEM_BAGS]
+        with ThreadPoolExecutor(min(4, len(loads)), thread_name_prefix="mvsep-load") as pool:
+            for done in [pool.submit(f) for f in loads]:
+                done.result()
 
     def work_units(self, ctx, length: int, opts, stems) -> float:
         from ..demucs_runner import window_count
