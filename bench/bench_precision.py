@@ -54,11 +54,12 @@ def timed(sep, mix, opts) -> tuple[dict, float]:
     return out, time.perf_counter() - t0
 
 
-def speed(seconds: float, mode: str) -> None:
+def speed(seconds: float, mode: str, pack_dir: str | None = None) -> None:
     from testkit import toypack
     from mvsep.engine import Options, Separator
     with tempfile.TemporaryDirectory() as tmp:
-        pack = toypack.build_pack(Path(tmp) / "full", kind="random", stems="all", size="full")
+        pack = Path(pack_dir) if pack_dir else toypack.build_pack(Path(tmp) / "full", kind="random", stems="all",
+                                                                   size="full")
         sep = Separator(pack, device="cuda", large_gpu=True)
         mix = (np.random.default_rng(0).standard_normal((int(seconds * SR), 2)) * 0.1).astype(np.float32)
         runs = {}
@@ -121,13 +122,14 @@ def main() -> int:
     ap.add_argument("--mode", choices=("vocals", "all"), default="all")
     ap.add_argument("--record", type=Path, help="write the guard's table (SDR vs fp32 per precision) here")
     ap.add_argument("--skip-speed", action="store_true", help="the demo-pack SDR only")
+    ap.add_argument("--pack", help="the full-size toy pack, already built (default: built here)")
     args = ap.parse_args()
     import torch
     if not torch.cuda.is_available():
         print("bench_precision: fp16 needs CUDA; torch sees no GPU", file=sys.stderr)
         return 2
     if not args.skip_speed:
-        speed(args.seconds, args.mode)
+        speed(args.seconds, args.mode, args.pack)
     table = demo_pack_sdr()
     if args.record:
         import json
