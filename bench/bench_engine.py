@@ -97,7 +97,7 @@ def main() -> int:
     ap.add_argument("--overlap-small", type=float, default=0.5)
     ap.add_argument("--shifts", type=int, default=1)
     ap.add_argument("--single-onnx", action="store_true")
-    ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)

@@ -31,8 +31,12 @@ def catalogue(pack=None, limits: dict | None = None, unavailable: str | None = N
                     "all_stems": [s.name for s in r.stems if s.in_all], "residuals": dict(r.residuals),
                     "options": [o.as_dict() for o in r.options if o.api],
                     "available": not missing and unavailable is None, "missing": missing})
+    from .precision import offered
+    device = getattr(pack, "device", None)
     return {"recipes": out, "default_recipe": DEFAULT_RECIPE,
-            "options": [o.as_dict() for o in recipes.ENGINE_OPTIONS], "limits": dict(limits or {})}
+            "options": [o.as_dict() for o in recipes.ENGINE_OPTIONS], "limits": dict(limits or {}),
+            # the precisions this pack's device offers now (None: no pack, so unknown)
+            "precisions": offered(device) if device else None}
 
 
 def _lacking(pack, names) -> list[str]:

@@ -111,9 +111,10 @@ class DemucsRunner:
 
     def run(self, model, reader: Reader, length: int, overlap: float, emit: Emit, *, shifts: int = 0,
             seed: int = 0, key: str = "", step: Callable[[int], None] = lambda n: None,
-            half: bool | None = None) -> None:
+            half: "bool | torch.dtype | None" = None) -> None:
         """Compute P(model, x, overlap) = (A(x) - A(-x)) / 2 of the signal `reader` ([n, 2] frames) of
-        `length` frames, and hand it to `emit` piece by piece, in order. `half`: under fp16 autocast."""
+        `length` frames, and hand it to `emit` piece by piece, in order. `half`: under autocast to that dtype
+        (True: float16; None/False: float32)."""
         half = self.half if half is None else half
         for sub, scale, delay, grid, signs in plan(model, length, overlap, shifts, seed, key, self.both_polarities):
             item_bytes = int(WINDOW_BYTES_PER_S * grid.segment / sub.samplerate)
@@ -122,7 +123,7 @@ class DemucsRunner:
             self._one_pass(sub, reader, length, delay, grid, emit, scale, step, signs, half)
 
     def _one_pass(self, model, reader: Reader, length: int, delay: int, grid: Grid, emit: Emit,
-                  scale: np.ndarray, step, signs: tuple[int, ...], half: bool) -> None:
+                  scale: np.ndarray, step, signs: tuple[int, ...], half) -> None:
         total = length + delay  # the delayed signal v[t] = x[t - delay]
 
         def finished(start: int, y: np.ndarray) -> None:
@@ -158,7 +159,7 @@ class DemucsRunner:
             group.append((off, n, padded))
         return group
 
-    def _forward(self, model, reader: Reader, delay: int, windows, signs, half: bool) -> list[np.ndarray]:
+    def _forward(self, model, reader: Reader, delay: int, windows, signs, half) -> list[np.ndarray]:
         """0.5 * (A(x) - A(-x)) of each window, or one polarity's half of it: 0.5 * sign * A(sign * x)."""
         chunks = []
         for off, n, padded in windows:
@@ -172,7 +173,8 @@ class DemucsRunner:
             x = torch.cat([x, -x])
         elif signs[0] < 0:
             x = -x
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=half):
+        dtype = half if isinstance(half, torch.dtype) else torch.float16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype, enabled=bool(half)):
             y = model(x).float()
         w = 0.5 if self.both_polarities else 1.0  # the polarity average's half
         y = w * (y[:k] - y[k:]) if len(signs) == 2 else (w * signs[0]) * y

@@ -8,13 +8,14 @@ go through `surround.py`, which uses the same public methods.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import audio, recipes, surround
+from . import audio, pipeline, precision, recipes, surround
 from .audio import MODEL_RATE
 from .demucs_runner import DemucsRunner
 from .device import resolve_device
@@ -105,34 +106,38 @@ class Separator:
             info.frames, info.sample_rate, MODEL_RATE)
         length = audio.out_frames(info.frames, info.sample_rate, MODEL_RATE)
         job = Job(progress, cancel)
-        job.start("load models")
-        job.total = self.work_units(length, opts, stems) + 2 * length / UNIT  # + decode and encode
         paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
         written: list[Path] = []
+        decoding = encoding = None
+        loading = self._load_in_background(opts, stems)  # the models load while the input decodes
         try:
             with work_signals(work_dir) as new_signal:
                 job.start("decode")
-                mix = new_signal(length, 2, "mix")
                 # the input at the output rate, for the residual stems (at 44.1 kHz out, the mix itself)
-                native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else mix
-                pos = 0
-                decoded = _tee(audio.iter_decode(input_path), native, mix)
-                for block in audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames):
-                    mix.write(pos, block)
-                    pos += len(block)
-                    job.step(len(block) / UNIT)
+                native = new_signal(info.frames, 2, "native") if out_rate != MODEL_RATE else None
+                # decoded and resampled in a side thread while the first model reads it (pipeline.Filling)
+                mix = decoding = pipeline.Filling(new_signal(length, 2, "mix"), lambda n: job.step(n / UNIT))
+                decoded = _tee(audio.iter_decode(input_path), native)
+                decoding.feed(audio.resample_blocks(decoded, info.sample_rate, MODEL_RATE, info.frames))
+                job.start("load models")
+                job.total = self.work_units(length, opts, stems) + 2 * length / UNIT  # + decode and encode
                 signals = self.run_recipe(mix, new_signal, opts, stems, job)
+                decoding.wait()  # `native` is whole now; a decode error after the last read still fails the job
                 job.start("encode")
                 writers = {s: audio.StemWriter(p, out_rate, opts.output_format, opts.mono, frames=out_frames)
                            for s, p in paths.items()}
+                # encoded in a side thread behind the blocks being made (pipeline.Behind, bounded queue)
+                encoding = pipeline.Behind(lambda blocks: [writers[s].write(b) for s, b in blocks.items()])
                 try:
-                    for stem_blocks in self.final_blocks(signals, native, opts, stems, out_rate, out_frames, job):
-                        for s, block in stem_blocks.items():
-                            writers[s].write(block)
+                    for stem_blocks in self.final_blocks(signals, mix if native is None else native, opts, stems,
+                                                         out_rate, out_frames, job):
+                        encoding.put(stem_blocks)
+                    encoding.close()
                     for s, w in writers.items():
                         w.close()
                         written.append(paths[s])
                 except BaseException:
+                    encoding.stop()
                     for w in writers.values():
                         w.abort()
                     raise
@@ -142,6 +147,10 @@ class Separator:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
+        finally:
+            if decoding is not None:
+                decoding.stop()
+            loading.join()
 
     def separate_array(self, mix: np.ndarray, sample_rate: int, opts: Options | None = None, *, stems=None,
                        progress: Progress | None = None,
@@ -217,10 +226,9 @@ class Separator:
 
     # --- devices and options -------------------------------------------------------------------------------
     def check_options(self, opts: Options) -> Options:
-        """`opts.validate()`, plus what this engine's device cannot do: fp16 needs CUDA."""
+        """`opts.validate()`, plus what this engine's device cannot do (`mvsep.precision`)."""
         opts = opts.validate()
-        if opts.precision == "fp16" and self.device != "cuda":
-            raise OptionError("precision", "fp16 needs a CUDA GPU; this engine runs on the CPU (use fp32)")
+        precision.check(opts.precision, self.device)
         return opts
 
     def devices(self) -> dict:
@@ -233,9 +241,30 @@ class Separator:
         return {"gpu_id": self.pack.gpu_id, "torch": str(self.pack.torch_device()), "onnxruntime": onnx}
 
     # --- helpers -----------------------------------------------------------------------------------------
+    def _load_in_background(self, opts: Options, stems) -> threading.Thread:
+        """Start loading the request's models (the recipe's `warm`) in a side thread. A failure there is left
+        to the main thread, which meets it again when it asks for that model."""
+        def warm():
+            try:
+                self.recipe(opts).warm(self, opts, stems)
+            except Exception as e:  # noqa: BLE001 - raised again, with its context, by the main thread's load
+                log.debug("background model load failed: %s", e)
+
+        t = threading.Thread(target=warm, name="mvsep-load", daemon=True)
+        t.start()
+        return t
+
     def half(self, opts: Options) -> bool:
-        """Run the models in float16 (CUDA only): the options ask for it, or the Separator was made so."""
+        """Run the MDX models as float16 graphs (CUDA only): fp16 asked, or the Separator was made so."""
         return self.device == "cuda" and (self.half_models or opts.precision == "fp16")
+
+    def autocast(self, opts: Options):
+        """The autocast dtype of the torch models (False: float32): bf16 -> bfloat16, fp16 -> float16."""
+        if self.device != "cuda":
+            return False
+        if opts.precision == "bf16":
+            return torch.bfloat16
+        return torch.float16 if self.half(opts) else False
 
     def stems_asked(self, opts: Options, stems) -> tuple[str, ...]:
         """The stems to write: the caller's (each made by the recipe), else the options' default."""
@@ -248,11 +277,11 @@ class Separator:
         return stems
 
 
-def _tee(decoded, native: Signal, mix: Signal):
-    """Pass decoded blocks on, keeping a copy in `native` (unless it is the 44.1 kHz mix, written later)."""
+def _tee(decoded, native: Signal | None):
+    """Pass decoded blocks on, keeping a copy in `native` (None: the output rate is 44.1 kHz, no copy)."""
     pos = 0
     for block in decoded:
-        if native is not mix:
+        if native is not None:
             native.write(pos, block)
         pos += len(block)
         yield block

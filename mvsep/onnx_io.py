@@ -50,13 +50,95 @@ def session_device(session) -> tuple[str, dict]:
     return name, options
 
 
+# Ops that keep their range (or widen it) when applied to the raw spectrogram. Arithmetic on values derived
+# from the graph input only through these stays float32: a bin of an ordinary mix reaches |X| ~ 300-2000, so
+# its square (a magnitude, |X|^2) passes float16's 65504 and turns into inf, then NaN (the demo pack's masks).
+RAW_PASS = frozenset({"Slice", "Gather", "Reshape", "Transpose", "Concat", "Split", "Squeeze", "Unsqueeze",
+                      "Expand", "Pad", "Neg", "Abs", "Identity", "Cast", "Mul", "Add", "Sub", "Div", "Pow",
+                      "Sqrt", "ReduceSum", "ReduceMean", "MatMul"})
+RAW_ARITHMETIC = frozenset({"Mul", "Add", "Sub", "Div", "Pow", "Sqrt", "ReduceSum", "ReduceMean", "MatMul",
+                            "Log", "Exp", "Reciprocal"})
+
+
+def raw_arithmetic_nodes(graph) -> list[str]:
+    """Names of the nodes that do arithmetic on the unnormalised graph input (before any conv, norm or log)."""
+    raw = {i.name for i in graph.input}
+    blocked = []
+    changed = True
+    while changed:  # the converted graphs are not always topologically sorted: iterate to a fixed point
+        changed = False
+        for n in graph.node:
+            if n.output and n.output[0] in raw or not any(i in raw for i in n.input):
+                continue
+            if n.op_type in RAW_ARITHMETIC:
+                blocked.append(n.name)
+            if n.op_type in RAW_PASS:
+                raw.update(n.output)
+                changed = True
+    return blocked
+
+
 def fp16_model(path: Path) -> bytes:
     """The model with float16 weights and arithmetic, its inputs and outputs still float32 (so the STFT and
-    iSTFT around it are unchanged)."""
+    iSTFT around it are unchanged). Arithmetic on the raw spectrogram (`raw_arithmetic_nodes`) stays float32."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    model = onnx.load(str(path))
+    for i, n in enumerate(model.graph.node):  # node_block_list matches by name; exporters may leave it empty
+        n.name = n.name or f"mvsep_node_{i}"
+    model = convert_float_to_float16(model, keep_io_types=True, node_block_list=raw_arithmetic_nodes(model.graph))
+    _drop_duplicate_casts(model.graph)
+    _skip_round_trips(model.graph)
+    _sort_nodes(model.graph)
     return model.SerializeToString()
+
+
+def _drop_duplicate_casts(graph) -> None:
+    """The converter adds one Cast per reader of a tensor that feeds a kept-float32 node, all with the same
+    name and output: keep the first of each (they compute the same thing)."""
+    made: set[str] = set()
+    for n in list(graph.node):
+        if n.op_type == "Cast" and n.output[0] in made:
+            graph.node.remove(n)
+        made.update(n.output)
+
+
+def _sort_nodes(graph) -> None:
+    """Topological order (the converter appends the input casts last; ONNX requires the order, and
+    onnx.reference.ReferenceEvaluator, the float16-exact evaluator the tests use, relies on it)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    todo, done = list(graph.node), []
+    while todo:
+        rest = [n for n in todo if not all(i in ready for i in n.input)]
+        if len(rest) == len(todo):  # a cycle or a dangling input: leave the rest as it was
+            done += rest
+            break
+        for n in todo:
+            if n not in rest:
+                done.append(n)
+                ready.update(n.output)
+        todo = rest
+    copies = [type(n)() for n in done]
+    for c, n in zip(copies, done):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _skip_round_trips(graph) -> None:
+    """Between two kept-float32 nodes the converter stores the tensor as float16 (Cast to 16, Cast back to 32),
+    which overflows exactly where float32 was wanted: read the float32 tensor directly instead."""
+    import onnx
+    producer = {o: n for n in graph.node for o in n.output}
+    to = lambda n: next(a.i for a in n.attribute if a.name == "to")  # noqa: E731
+    for n in graph.node:
+        if n.op_type != "Cast" or to(n) != onnx.TensorProto.FLOAT:
+            continue
+        first = producer.get(n.input[0])
+        if first is not None and first.op_type == "Cast" and to(first) == onnx.TensorProto.FLOAT16:
+            n.op_type = "Identity"
+            del n.attribute[:]
+            n.input[0] = first.input[0]
 
 
 def on_cuda(session) -> bool:

@@ -104,6 +104,8 @@ class ModelPack:
         self._units: OrderedDict[str, Unit] = OrderedDict()
         self._verified: dict[str, tuple] = {}  # name -> (size, mtime_ns) already checked against the manifest
         self._lock = threading.RLock()
+        self._loading: dict[str, threading.Lock] = {}  # key -> held while that model loads
+        self._digests: dict[str, str] = {}  # name -> sha256 from the manifest (verified), for cache keys
 
     # --- files ----------------------------------------------------------------------------------------------
     def file(self, name: str) -> Path | None:
@@ -143,6 +145,7 @@ class ModelPack:
                 raise ModelPackError(f"{listed} does not match its sha256 in {MANIFEST} (corrupt or wrong file)",
                                      [listed])
             self._verified[listed] = stamp
+            self._digests[listed] = sums[listed]
 
     # --- loading ------------------------------------------------------------------------------------------
     def onnx(self, name: str, half: bool = False):
@@ -168,15 +171,26 @@ class ModelPack:
         _empty_cuda_cache(self.device)
 
     def _get(self, key: str, load):
+        """The loaded unit of `key`, loading it once. Different models load at the same time (the pack lock is
+        not held while loading); two threads asking for one model wait for the same load."""
         with self._lock:
             unit = self._units.get(key)
             if unit is not None:
                 self._units.move_to_end(key)
                 return unit.obj
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                unit = self._units.get(key)
+                if unit is not None:
+                    self._units.move_to_end(key)
+                    return unit.obj
             unit = load()
-            self._units[key] = unit
-            self._evict(keep=key)
-            return unit.obj
+            with self._lock:
+                self._units[key] = unit
+                self._loading.pop(key, None)
+                self._evict(keep=key)
+                return unit.obj
 
     def _evict(self, keep: str) -> None:
         """Drop least recently used units while over the budget (never the one just loaded)."""
@@ -200,8 +214,20 @@ class ModelPack:
             opts.intra_op_num_threads = self.threads
         # Same GPU as torch: the original always ran ONNX Runtime on device 0.
         chosen = providers(self.device, self.gpu_id)
-        model = fp16_model(path) if half else str(path)
-        session = ort.InferenceSession(model, opts, providers=chosen)
+        cached = ort_cache_path(self._digest(path), half, self.device)
+        if cached is not None and cached.is_file():  # optimized (and converted) before: load it as it is
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = ort.InferenceSession(str(cached), opts, providers=chosen)
+        else:
+            tmp = None
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                opts.optimized_model_filepath = str(tmp)
+            model = fp16_model(path) if half else str(path)
+            session = ort.InferenceSession(model, opts, providers=chosen)
+            if tmp is not None and tmp.is_file():
+                os.replace(tmp, cached)  # atomic: a reader sees a whole file or none
         session.mvsep_name = name + (" fp16" if half else "")  # what `mdx.model_key` keys batch sizes by
         if self.device == "cuda" and CUDA not in session.get_providers():
             log.warning("onnxruntime fell back to the CPU for %s (CUDA provider failed to initialise)", name)
@@ -228,9 +254,27 @@ class ModelPack:
             size = sum(p.stat().st_size for p in paths)
         return Unit(f"demucs:{name}", model, size)
 
+    def _digest(self, path: Path) -> str:
+        """The file's sha256: the manifest's, already verified, or computed once (no manifest)."""
+        digest = self._digests.get(path.name)
+        if digest is None:
+            digest = self._digests[path.name] = sha256_file(path)
+        return digest
+
     def torch_device(self):
         import torch
         return torch.device(f"cuda:{self.gpu_id}" if self.device == "cuda" else "cpu")
+
+
+def ort_cache_path(digest: str, half: bool, device: str) -> Path | None:
+    """Where ONNX Runtime's optimized graph of a model is kept: `$SPARK_ORT_CACHE/<sha256>-<variant>.onnx`,
+    keyed by the model's bytes, the graph variant, the device and ONNX Runtime's version (an optimized graph
+    may hold provider-specific fused nodes); None when SPARK_ORT_CACHE is unset (no cache)."""
+    root = os.environ.get("SPARK_ORT_CACHE")
+    if not root:
+        return None
+    import onnxruntime as ort
+    return Path(root) / f"{digest}-{'fp16' if half else 'fp32'}-{device}-ort{ort.__version__}.onnx"
 
 
 def _default_budget_mb(device: str, gpu_id: int) -> int:

@@ -45,6 +45,7 @@ ENV = {
     "header_timeout_s": ("SPARK_HEADER_TIMEOUT_S", "float"), "body_timeout_s": ("SPARK_BODY_TIMEOUT_S", "float"),
     "keepalive_s": ("SPARK_KEEPALIVE_S", "float"), "max_connections": ("SPARK_MAX_CONNECTIONS", "int"),
     "max_probes": ("SPARK_MAX_PROBES", "int"), "gpus": ("SPARK_GPUS", "lower"),
+    "streams_per_gpu": ("SPARK_STREAMS_PER_GPU", "int"),
     "worker_threads": ("SPARK_WORKER_THREADS", "int"), "max_attempts": ("SPARK_MAX_ATTEMPTS", "int"),
     "job_stall_s": ("SPARK_JOB_STALL_S", "float"), "lease_s": ("SPARK_LEASE_S", "float"),
     "separate_wait_s": ("SPARK_SEPARATE_WAIT_S", "float"), "disk_reserve_mb": ("SPARK_DISK_RESERVE_MB", "float"),
@@ -76,6 +77,7 @@ class Config:
     max_connections: int = 256
     max_probes: int = 2
     gpus: str = ""  # SPARK_GPUS as given: "" = every visible GPU (the CPU when none), "cpu", "cpu,cpu", "0,1"
+    streams_per_gpu: int = 2  # SPARK_STREAMS_PER_GPU: workers per GPU when SPARK_GPUS does not name them
     worker_threads: int = 0  # SPARK_WORKER_THREADS: torch/ORT threads per CPU worker (0 = cores / workers)
     max_attempts: int = 3
     job_stall_s: float = 900.0
@@ -98,17 +100,20 @@ class Config:
         values.update(models_dir=pack["models_dir"], demo_pack=pack["allow_demo"])
         if values.get("device", "auto") not in ("auto", "cpu", "cuda"):
             raise SystemExit(f"SPARK_DEVICE={values['device']!r}: expected auto, cpu or cuda")
+        values["streams_per_gpu"] = max(1, values.get("streams_per_gpu", cls.streams_per_gpu))
         return cls(**values)
 
     def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:
-        """(device, gpu id) of each worker: SPARK_GPUS, else every visible GPU, else one CPU worker."""
+        """(device, gpu id) of each worker: SPARK_GPUS (one worker per item), else `streams_per_gpu` workers on
+        every visible GPU (one job stream leaves a GPU idle while it decodes, resamples and encodes: two on one
+        H200 gave 1.42x the jobs per hour of one), else one CPU worker. GPUs are interleaved, so jobs spread
+        over the GPUs before they double up."""
         items = [g.strip() for g in self.gpus.split(",") if g.strip()] if self.gpus not in ("", "all") else []
         if not items:
             if self.device == "cpu" or visible_gpus == 0:
                 return [("cpu", 0)]
-            if self.gpus == "" and self.gpu_id:
-                return [("cuda", self.gpu_id)]  # the older single-GPU setting
-            return [("cuda", i) for i in range(visible_gpus)]
+            gpus = [self.gpu_id] if self.gpus == "" and self.gpu_id else range(visible_gpus)  # SPARK_GPU_ID: older
+            return [("cuda", i) for _ in range(self.streams_per_gpu) for i in gpus]
         out = []
         for i, item in enumerate(items):
             if item == "cpu":

@@ -158,10 +158,13 @@ class Runner:
         """Engine (`Options`, stems) from a request's fields (the engine's one translator); raises OptionError."""
         from mvsep import translate
         opts, stems = translate(params)
-        if opts.precision == "fp16":  # the engine refuses it on a CPU separator too; this answers at submit
+        if opts.precision != "fp32":  # the engine refuses it too; this answers at submit
             import torch
+
+            from mvsep import precision
             if not torch.cuda.is_available():
-                raise OptionError("precision", "fp16 needs a CUDA GPU; this server has none (use fp32)")
+                raise OptionError("precision", f"{opts.precision} needs a CUDA GPU; this server has none (use fp32)")
+            precision.check(opts.precision, "cuda")
         return opts, stems
 
     @classmethod

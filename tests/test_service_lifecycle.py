@@ -329,12 +329,16 @@ def test_idempotency_key_and_the_bounded_wait(tmp_path, vocals_pack):
 
 @pytest.mark.parametrize("env,visible,expected", [
     ({}, 0, [("cpu", 0)]),
-    ({}, 2, [("cuda", 0), ("cuda", 1)]),
+    ({}, 2, [("cuda", 0), ("cuda", 1), ("cuda", 0), ("cuda", 1)]),  # two job streams per GPU by default
+    ({"SPARK_STREAMS_PER_GPU": "1"}, 2, [("cuda", 0), ("cuda", 1)]),
+    ({"SPARK_STREAMS_PER_GPU": "3", "SPARK_GPUS": "all"}, 1, [("cuda", 0)] * 3),
+    ({"SPARK_STREAMS_PER_GPU": "2"}, 0, [("cpu", 0)]),  # the CPU: one worker uses every core already
+    ({"SPARK_GPUS": "0,0"}, 1, [("cuda", 0), ("cuda", 0)]),  # named workers are taken as they are
     ({"SPARK_GPUS": "cpu"}, 2, [("cpu", 0)]),
     ({"SPARK_GPUS": "cpu,cpu"}, 0, [("cpu", 0), ("cpu", 1)]),
     ({"SPARK_GPUS": "1, 3"}, 4, [("cuda", 1), ("cuda", 3)]),
     ({"SPARK_DEVICE": "cpu"}, 2, [("cpu", 0)]),
-    ({"SPARK_GPU_ID": "2"}, 4, [("cuda", 2)]),
+    ({"SPARK_GPU_ID": "2"}, 4, [("cuda", 2), ("cuda", 2)]),
 ])
 def test_spark_gpus_names_the_workers(env, visible, expected):
     assert Config.from_env(env).worker_devices(visible) == expected

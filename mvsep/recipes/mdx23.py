@@ -102,12 +102,16 @@ class Mdx23(Recipe):
         pack.verify(needed)
 
     def warm(self, ctx, opts, stems) -> None:
-        ctx.pack.demucs(DEMUCS_VOCALS)
-        for name in mdx_models(opts):
-            ctx.pack.onnx(name, ctx.half(opts))
+        """Load every model of the request at the same time (torch and ONNX Runtime release the GIL while
+        they read and build; on a GPU the uploads overlap too)."""
+        from concurrent.futures import ThreadPoolExecutor
+        loads = [lambda: ctx.pack.demucs(DEMUCS_VOCALS)]
+        loads += [lambda n=name: ctx.pack.onnx(n, ctx.half(opts)) for name in mdx_models(opts)]
         if self._four(opts, stems):
-            for bag, _ in FOUR_STEM_BAGS:
-                ctx.pack.demucs(bag)
+            loads += [lambda b=bag: ctx.pack.demucs(b) for bag, _ in FOUR_STEM_BAGS]
+        with ThreadPoolExecutor(min(4, len(loads)), thread_name_prefix="mvsep-load") as pool:
+            for done in [pool.submit(f) for f in loads]:
+                done.result()
 
     def work_units(self, ctx, length: int, opts, stems) -> float:
         from ..demucs_runner import window_count
@@ -130,14 +134,14 @@ class Mdx23(Recipe):
         length = mix.frames
         vocals = new_signal(length, 2, "vocals")
         w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
-        half = ctx.half(opts)
+        half, autocast = ctx.half(opts), ctx.autocast(opts)
 
         model = ctx.pack.demucs(DEMUCS_VOCALS)
         iv = list(model.sources).index("vocals")
         job.start("demucs vocals")
         ctx.demucs.run(model, mix.read, length, opts.overlap_large,
                        lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
-                       shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step, half=half)
+                       shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step, half=autocast)
 
         kim_vocal = mdx_models(opts)[0]
         job.start(f"mdx {Path(kim_vocal).stem}")
@@ -170,7 +174,7 @@ class Mdx23(Recipe):
 
             overlap = opts.overlap_small if which == "small" else opts.overlap_large
             ctx.demucs.run(model, instrum, length, overlap, add, shifts=opts.shifts, seed=opts.seed, key=bag,
-                           step=job.step, half=half)
+                           step=job.step, half=autocast)
         signals["dbo"] = dbo
         return signals
 
