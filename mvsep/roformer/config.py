@@ -140,9 +140,11 @@ def _parse(tree: dict, kind: str, name: str) -> RoformerConfig:
         sample_rate=sample_rate)
     for key, value in (("model.dim", cfg.dim), ("model.depth", cfg.depth), ("model.heads", cfg.heads),
                        ("model.dim_head", cfg.dim_head), ("model.stft_hop_length", cfg.hop),
-                       ("model.mask_estimator_depth", cfg.mask_layers), ("inference.num_overlap", cfg.overlap)):
+                       ("model.mask_estimator_depth", cfg.mask_layers)):
         if value < 1:
             raise ModelPackError(f"{name}: key {key} must be >= 1, not {value}")
+    if cfg.overlap < 2:  # with one, a lone chunk's fade-out would leave its last samples unweighted
+        raise ModelPackError(f"{name}: key inference.num_overlap must be >= 2, not {cfg.overlap}")
     if cfg.dim_head % 2:
         raise ModelPackError(f"{name}: key model.dim_head must be even for the rotary embedding")
     if cfg.sample_rate != 44100:
