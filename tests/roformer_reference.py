@@ -20,10 +20,10 @@ def demix(model, mix: torch.Tensor, chunk: int, num_overlap: int = 2) -> torch.T
     s = 0
     while s < p:
         part = x[:, s:s + c]
-        l = part.shape[-1]
-        if l < c:
-            mode = "reflect" if l > c // 2 else "constant"
-            part = F.pad(part[None], (0, c - l), mode=mode)[0]
+        ln = part.shape[-1]
+        if ln < c:
+            mode = "reflect" if ln > c // 2 else "constant"
+            part = F.pad(part[None], (0, c - ln), mode=mode)[0]
         with torch.no_grad():
             y = model(part[None])[0]
         w = torch.ones(c)
@@ -33,8 +33,8 @@ def demix(model, mix: torch.Tensor, chunk: int, num_overlap: int = 2) -> torch.T
             w[:fade] = 1
         elif s + s_step >= p:
             w[c - fade:] = 1
-        acc[:, s:s + l] += y[:, :l] * w[:l]
-        cnt[s:s + l] += w[:l]
+        acc[:, s:s + ln] += y[:, :ln] * w[:ln]
+        cnt[s:s + ln] += w[:ln]
         s += s_step
     out = torch.nan_to_num(acc / cnt)
     return out[:, border:p - border] if padded else out

@@ -72,14 +72,14 @@ class Grid:
         """For each of the C samples of the piece at `s`: the input index it copies and whether it is
         a sample at all (False: zero padding). Reflections (border, short last piece) become indices."""
         c, n, b = self.chunk, self.length, self.border
-        l = self.piece_length(s)
+        ln = self.piece_length(s)
         j = np.arange(c)
         real = np.ones(c, bool)
-        if l < c:
-            if l > c // 2:
-                j = np.where(j < l, j, 2 * (l - 1) - j)  # right reflection of the piece itself
+        if ln < c:
+            if ln > c // 2:
+                j = np.where(j < ln, j, 2 * (ln - 1) - j)  # right reflection of the piece itself
             else:
-                real = j < l
+                real = j < ln
         u = s + j - b
         if b:
             u = np.abs(u)
