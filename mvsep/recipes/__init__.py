@@ -151,8 +151,12 @@ def load_plugins(modules) -> list[str]:
 def _register_builtins() -> None:
     from .cinematic import Cinematic
     from .mdx23 import Mdx23
+    from .roformer import BsRoformer, Ensemble, MelRoformer
     register(Mdx23())
     register(Cinematic())
+    register(MelRoformer())
+    register(BsRoformer())
+    register(Ensemble())
 
 
 _register_builtins()

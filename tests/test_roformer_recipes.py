@@ -1,0 +1,159 @@
+"""The RoFormer recipes and the vocals ensemble end to end, on small random-weight packs under the real names:
+the engine against the whole-file demix, the ensemble's weighted mean, the CLI and the real service on stereo,
+mono and 48 kHz inputs (vocals + instrumental == input), and what a pack lacking or damaging a file answers."""
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import roformer_reference as reference
+from mvsep.engine import Options, Separator
+from mvsep.errors import ModelPackError, NotInPackError, OptionError
+from mvsep.roformer import FILES
+from mvsep.roformer.loader import load_model
+from test_service_support import ROOT, Server, make_wav
+from testkit import roformer as kit
+
+CHUNK = kit.SIZES["small"]["chunk"]
+
+
+def write_sums(d: Path) -> Path:
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in sorted(d.iterdir()) if p.is_file()
+             and p.name != "SHA256SUMS"]
+    (d / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def rof_pack(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rof_pack")
+    for kind, seed in (("mel", 1), ("bs", 2)):
+        kit.write(d, kind, seed=seed)
+    return write_sums(d)
+
+
+@pytest.fixture(scope="module")
+def sep(rof_pack):
+    return Separator(rof_pack, device="cpu")
+
+
+def models(pack: Path):
+    return {k: load_model(pack / FILES[k][0], pack / FILES[k][1], k) for k in ("mel", "bs")}
+
+
+def whole_file(model, mix: np.ndarray) -> np.ndarray:
+    return reference.demix(model, torch.from_numpy(np.ascontiguousarray(mix.T)), CHUNK).numpy().T
+
+
+def noise(n, seed=0):
+    return (np.random.default_rng(seed).standard_normal((n, 2)) * 0.1 + 0.02).astype(np.float32)
+
+
+def test_the_pack_runs_the_three_recipes(sep):
+    assert {"mel-roformer", "bs-roformer", "ensemble"} <= set(sep.recipes())
+    assert "mdx23" not in sep.recipes()
+
+
+@pytest.mark.parametrize("recipe,kind", [("mel-roformer", "mel"), ("bs-roformer", "bs")])
+def test_engine_equals_the_whole_file_demix(sep, rof_pack, recipe, kind):
+    mix = noise(5 * CHUNK // 2 + 311, 7)
+    stems = sep.separate_array(mix, 44100, Options(recipe=recipe))
+    want = whole_file(models(rof_pack)[kind], mix)
+    assert stems["vocals"].shape == mix.shape
+    assert np.abs(stems["vocals"] - want).max() <= 1e-6
+    assert np.abs(stems["vocals"] + stems["instrumental"] - mix).max() <= 1e-6
+
+
+def test_ensemble_is_the_weighted_mean_of_the_members(sep, rof_pack):
+    mix = noise(3 * CHUNK + 5, 3)
+    m = models(rof_pack)
+    mel, bs = whole_file(m["mel"], mix), whole_file(m["bs"], mix)
+    stems = sep.separate_array(mix, 44100, Options(recipe="ensemble"))
+    assert np.abs(stems["vocals"] - (mel + bs) / 2).max() <= 1e-6
+    stems = sep.separate_array(mix, 44100, Options(recipe="ensemble", weight_mel_roformer=1.0,
+                                                   weight_bs_roformer=3.0))
+    assert np.abs(stems["vocals"] - (mel + 3 * bs) / 4).max() <= 1e-6
+    assert np.abs(stems["vocals"] + stems["instrumental"] - mix).max() <= 1e-6
+    stems = sep.separate_array(mix, 44100, Options(recipe="ensemble", weight_bs_roformer=0.0))
+    assert np.abs(stems["vocals"] - mel).max() <= 1e-6
+
+
+def test_ensemble_refuses_no_member_and_names_a_lacking_one(sep, rof_pack):
+    with pytest.raises(OptionError, match="weight_"):
+        sep.check(Options(recipe="ensemble", weight_mel_roformer=0.0, weight_bs_roformer=0.0).validate())
+    with pytest.raises(NotInPackError) as err:   # mdx23 as a member: its files are not in this pack
+        sep.check(Options(recipe="ensemble", weight_mdx23=1.0).validate())
+    assert "Kim_Vocal_2.onnx" in err.value.missing
+
+
+def test_a_pack_lacking_or_damaging_a_file(tmp_path):
+    ckpt, _ = kit.write(tmp_path, "mel")
+    write_sums(tmp_path)
+    sep = Separator(tmp_path, device="cpu")
+    assert "mel-roformer" in sep.recipes() and "bs-roformer" not in sep.recipes()
+    with pytest.raises(NotInPackError) as err:
+        sep.check(Options(recipe="bs-roformer"))
+    assert set(err.value.missing) == set(FILES["bs"])
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelPackError, match=ckpt.name):
+        sep.warm(Options(recipe="mel-roformer"))
+
+
+def read(path):
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return x, sr
+
+
+@pytest.mark.parametrize("recipe,rate,channels", [("mel-roformer", 44100, 2), ("bs-roformer", 44100, 1),
+                                                  ("ensemble", 48000, 2)])
+def test_cli(rof_pack, tmp_path, recipe, rate, channels):
+    src = make_wav(tmp_path / "song.wav", 0.4, sr=rate, channels=channels, extra_frames=17, subtype="FLOAT")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "mvsep/inference_demucs.py", "--input_audio", str(src),
+                          "--output_folder", str(out), "--recipe", recipe, "--model_dir", str(rof_pack), "--cpu"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    x, sr = read(src)
+    v, sr_v = read(out / "song_vocals.wav")
+    i, _ = read(out / "song_instrum.wav")
+    assert sr_v == rate and len(v) == len(x) and v.shape[1] == 2   # a mono input gives dual-mono stems
+    assert np.abs(v).max() > 1e-4   # the model did something
+    assert np.abs(v + i - x).max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, rof_pack):
+    srv = Server(tmp_path_factory.mktemp("svc") / "data", rof_pack).start()
+    yield srv
+    srv.stop()
+
+
+def test_service(client, tmp_path):
+    r = client.get("/ready")
+    assert r.status_code == 200 and {"mel-roformer", "bs-roformer", "ensemble"} <= set(r.json()["recipes"])
+    for recipe, rate, channels, extra in (("mel-roformer", 48000, 1, {}), ("bs-roformer", 44100, 2, {}),
+                                          ("ensemble", 44100, 2, {"weight_mel_roformer": "2"})):
+        src = make_wav(tmp_path / "take.wav", 0.3, sr=rate, channels=channels, extra_frames=5, subtype="FLOAT")
+        with open(src, "rb") as f:
+            r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": recipe, **extra})
+        assert r.status_code == 200, r.text
+        with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+            assert sorted(z.namelist()) == ["take_instrumental.wav", "take_vocals.wav"]
+            v, sr = sf.read(io.BytesIO(z.read("take_vocals.wav")), dtype="float32", always_2d=True)
+            i, _ = sf.read(io.BytesIO(z.read("take_instrumental.wav")), dtype="float32", always_2d=True)
+        x, _ = read(src)
+        assert sr == rate and len(v) == len(x) and v.shape[1] == 2
+        assert np.abs(v + i - x).max() <= 1e-4
+    with open(src, "rb") as f:
+        r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": "mdx23"})
+    assert r.status_code == 422 and r.json()["error"] == "not_in_pack"
