@@ -3,7 +3,8 @@
 `write(dir, kind, size)` writes the checkpoint (`torch.save` of a plain state dict of float32 tensors, as the
 published files are) and its yaml (laid out like the published configs, `!!python/tuple` included).
 size "full": the published dimensions (Mel 913 MB, BS 639 MB: benchmarks, not unit tests); "small": the same
-architecture, a few thousand times cheaper, with a short chunk so short inputs cross several chunks.
+architecture, a few thousand times cheaper, with a short chunk so short inputs cross several chunks; "bench":
+the real STFT, bands and 8-s chunk with small dimensions.
 `layout(kind)` builds the full-size model on the meta device: keys and shapes with no memory spent.
 
 Command line: python -m testkit.roformer DIR [--kind mel|bs] [--size small|full] [--seed N]
@@ -24,6 +25,9 @@ BS_SMALL_BANDS = [4, 4, 8, 8, 16, 32, 57]  # 129 bins of a 256-point FFT
 SIZES = {
     "full": dict(dim={"mel": 384, "bs": 512}, depth={"mel": 6, "bs": 12}, heads=8, dim_head=64, num_bands=60,
                  bands=BS_FULL_BANDS, n_fft=2048, hop=441, chunk=352800),
+    # the real STFT, bands and chunk with small dimensions: benchmarks of everything around the model
+    "bench": dict(dim={"mel": 32, "bs": 32}, depth={"mel": 1, "bs": 1}, heads=2, dim_head=16, num_bands=60,
+                  bands=BS_FULL_BANDS, n_fft=2048, hop=441, chunk=352800),
     "small": dict(dim={"mel": 32, "bs": 24}, depth={"mel": 2, "bs": 2}, heads=2, dim_head=16, num_bands=8,
                   bands=BS_SMALL_BANDS, n_fft=256, hop=64, chunk=2560),
 }

@@ -141,6 +141,13 @@ def server(tmp_path_factory, rof_pack):
 def test_service(client, tmp_path):
     r = client.get("/ready")
     assert r.status_code == 200 and {"mel-roformer", "bs-roformer", "ensemble"} <= set(r.json()["recipes"])
+    cat = {c["name"]: c for c in client.get("/recipes").json()["recipes"]}
+    assert cat["mel-roformer"]["available"] and cat["bs-roformer"]["available"] and cat["ensemble"]["available"]
+    assert not cat["mdx23"]["available"]
+    assert cat["mel-roformer"]["default_stems"] == ["vocals", "instrumental"]
+    weights = {o["name"]: o for o in cat["ensemble"]["options"]}
+    assert weights["weight_mel_roformer"]["default"] == 1.0 and weights["weight_mdx23"]["default"] == 0.0
+    assert weights["weight_bs_roformer"]["type"] == "float" and weights["weight_bs_roformer"]["max"] == 100.0
     for recipe, rate, channels, extra in (("mel-roformer", 48000, 1, {}), ("bs-roformer", 44100, 2, {}),
                                           ("ensemble", 44100, 2, {"weight_mel_roformer": "2"})):
         src = make_wav(tmp_path / "take.wav", 0.3, sr=rate, channels=channels, extra_frames=5, subtype="FLOAT")
@@ -157,3 +164,13 @@ def test_service(client, tmp_path):
     with open(src, "rb") as f:
         r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": "mdx23"})
     assert r.status_code == 422 and r.json()["error"] == "not_in_pack"
+    with open(src, "rb") as f:   # mdx23 as an ensemble member: 422 naming its files
+        r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": "ensemble", "weight_mdx23": "1"})
+    assert r.status_code == 422 and r.json()["error"] == "not_in_pack" and "Kim_Inst.onnx" in r.json()["missing"]
+    with open(src, "rb") as f:
+        r = client.post("/separate", files={"file": ("take.wav", f)},
+                        data={"recipe": "ensemble", "weight_mel_roformer": "0", "weight_bs_roformer": "0"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_option"
+    with open(src, "rb") as f:
+        r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": "ensemble", "weight_mdx23": "-1"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_option"
