@@ -10,12 +10,14 @@
 #   precision   fp16 vs fp32: speed, max abs difference, SDR on the demo pack
 #   workers     multi-worker throughput (jobs per hour, 1 vs 2 workers, bench/bench_workers.py)
 #   long        a 10-minute input, vocals only: RTF and peak memory
+#   roformer    full-size random-weight mel-roformer and bs-roformer on a 3-minute input, fp32 and fp16: whole
+#               separation time, kernel share, batch chosen, GPU peak; the RoFormer tests on CUDA (== the CPU)
 # Usage: bash bench/gpu_check.sh   (expects .venv with a CUDA torch and onnxruntime-gpu: requirements-gpu.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-bench/out}
-STEPS=${STEPS:-facts tests batches precision workers long}
+STEPS=${STEPS:-facts tests batches precision workers long roformer}
 mkdir -p "$OUT"
 
 step_facts() {
@@ -49,6 +51,17 @@ step_workers() {
 
 step_long() {
     "$PY" bench/bench_engine.py --pack full --device cuda --minutes 10 --mode vocals 2>&1 | tee -a "$OUT/gpu_bench.txt"
+}
+
+step_roformer() {
+    "$PY" -m pytest -m gpu -q -rs tests/test_roformer_demix.py 2>&1 | tee "$OUT/gpu_roformer.txt"
+    local recipe precision
+    for recipe in mel-roformer bs-roformer; do
+        for precision in fp32 fp16; do
+            "$PY" bench/bench_engine.py --recipe "$recipe" --pack full --device cuda --seconds 180 \
+                --precision "$precision" 2>&1 | tee -a "$OUT/gpu_roformer.txt"
+        done
+    done
 }
 
 status=0

@@ -154,3 +154,18 @@ def test_disk_signal_reads_only_pieces(models, tmp_path):
     got = run(models["mel"], mix, signal=Watch())
     assert max(spans) <= C  # a piece at a time, never the whole input
     assert np.abs(got - run(models["mel"], mix)).max() == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["mel", "bs"])
+def test_cuda_equals_the_cpu(models, kind):
+    # fp32 on the GPU (no TF32 in matmuls: torch's default) against the CPU, batched as the device chooses
+    assert not torch.backends.cuda.matmul.allow_tf32
+    mix = noise(5 * S + 9, 11)
+    cpu = run(models[kind], mix)
+    gpu_model = models[kind].to("cuda")
+    try:
+        got = run(gpu_model, mix, runner=RoformerRunner(torch.device("cuda")))
+    finally:
+        models[kind].to("cpu")
+    assert np.abs(got - cpu).max() <= 1e-5
