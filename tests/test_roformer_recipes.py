@@ -174,3 +174,38 @@ def test_service(client, tmp_path):
     with open(src, "rb") as f:
         r = client.post("/separate", files={"file": ("take.wav", f)}, data={"recipe": "ensemble", "weight_mdx23": "-1"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_option"
+
+
+def test_a_51_input_keeps_its_layout_and_nulls(sep, tmp_path):
+    from mvsep import surround
+    n = 9000
+    x = (np.random.default_rng(4).standard_normal((n, 6)) * 0.05).astype(np.float32)
+    src = tmp_path / "film.wav"
+    w = surround.LayoutWriter(src, 48000, "wav", "5.1")
+    w.write(x)
+    w.close()
+    res = sep.separate_file(src, tmp_path / "out", Options(recipe="mel-roformer"))
+    v, _ = read(res.stems["vocals"])
+    i, _ = read(res.stems["instrumental"])
+    assert v.shape == (n, 6) and i.shape == (n, 6)
+    assert not v[:, 3].any()   # the LFE holds no vocals: it goes to the instrumental as it is
+    assert np.abs(v + i - x).max() <= 1e-4
+
+
+def test_progress_and_cancel(sep, tmp_path):
+    src = make_wav(tmp_path / "p.wav", 0.5, subtype="FLOAT")
+    seen = []
+    sep.separate_file(src, tmp_path / "out", Options(recipe="bs-roformer"), progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert "bs-roformer" in {s for _, s in seen}
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    from mvsep.errors import Cancelled
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3   # a few windows in
+
+    with pytest.raises(Cancelled):
+        sep.separate_file(src, tmp_path / "out2", Options(recipe="ensemble"), cancel=cancel)
+    assert not any((tmp_path / "out2").glob("*.wav"))   # no half-written stems
