@@ -209,3 +209,20 @@ def test_progress_and_cancel(sep, tmp_path):
     with pytest.raises(Cancelled):
         sep.separate_file(src, tmp_path / "out2", Options(recipe="ensemble"), cancel=cancel)
     assert not any((tmp_path / "out2").glob("*.wav"))   # no half-written stems
+
+
+def test_mdx23_as_an_ensemble_member(tmp_path):
+    from mvsep import toypack
+    pack = toypack.build_pack(tmp_path / "pack", kind="random", stems="vocals", manifest=False)
+    kit.write(pack, "bs", seed=2)
+    sep = Separator(write_sums(pack), device="cpu")
+    # the ensemble's default members are the two RoFormers: not listed, yet it runs with other weights
+    assert {"mdx23", "bs-roformer"} <= set(sep.recipes()) and "ensemble" not in sep.recipes()
+    mix = noise(20000, 8)
+    opts = dict(shifts=0, overlap_large=0.3)
+    mdx = sep.separate_array(mix, 44100, Options(recipe="mdx23", only_vocals=True, **opts))["vocals"]
+    bs = sep.separate_array(mix, 44100, Options(recipe="bs-roformer"))["vocals"]
+    both = sep.separate_array(mix, 44100, Options(recipe="ensemble", weight_mel_roformer=0.0, weight_mdx23=3.0,
+                                                  **opts))
+    assert np.abs(both["vocals"] - (3 * mdx + bs) / 4).max() <= 1e-5
+    assert np.abs(both["vocals"] + both["instrumental"] - mix).max() <= 1e-6

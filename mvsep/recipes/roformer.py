@@ -2,15 +2,16 @@
 
 `mel-roformer` / `bs-roformer`: one public checkpoint each (the yaml beside it gives the dimensions), the chunked
 demix of `roformer/demix.py`; stems vocals and instrumental (= the input minus vocals, made by the engine).
-`ensemble`: the weighted mean of the vocals of member recipes (a member is every recipe with a `vocals` stem
-whose `weight_<name>` option is above 0; by default the two RoFormers, equally); the instrumental is derived
-once, from the mean.
+`ensemble`: the weighted mean of the vocals of member recipes (the built-in recipes with a `vocals` stem:
+mel-roformer, bs-roformer, mdx23; a member is one whose `weight_<name>` option is above 0; by default the two
+RoFormers, equally); the instrumental is derived once, from the mean. Members run one after the other, each
+adding its weighted vocals into one signal as its pieces are final.
 """
 from __future__ import annotations
 
+from ..errors import NotInPackError, OptionError
 from ..roformer import FILES
 from ..roformer.demix import RoformerRunner
-from ..errors import NotInPackError, OptionError
 from .base import Option, Recipe, Stem
 
 # Progress units of one RoFormer chunk (a unit ~ one MDX piece through its model; a full-size RoFormer chunk
