@@ -26,7 +26,6 @@ from pathlib import Path
 
 T_START = time.perf_counter()  # the child's start: its `process_share` counts imports and model loading too
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def vm_hwm_mb() -> float:
@@ -56,7 +55,7 @@ ROFORMER_KINDS = {"mel-roformer": ("mel",), "bs-roformer": ("bs",), "ensemble": 
 def build_pack(kind: str, work: Path, recipe: str = "mdx23") -> Path:
     """A random-weight pack for `recipe`: "small" or "full" configurations. RoFormer packs hold the real file
     names; their "small" is the real STFT, bands and 8-s chunk with small dimensions (testkit size "bench")."""
-    from mvsep import toypack
+    from testkit import toypack
     if kind not in ("small", "full"):
         return Path(kind)
     if recipe in ROFORMER_KINDS:

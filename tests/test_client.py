@@ -17,7 +17,7 @@ import zipfile
 import pytest
 import soundfile as sf
 
-from test_service_support import TOKEN, Server, free_port, make_wav, wait_job
+from testkit.service import TOKEN, Server, free_port, make_wav, wait_job
 
 spark_client = pytest.importorskip("spark_client", reason="pip install -e ./client (setup.sh does)")
 from spark_client import Client, Unavailable  # noqa: E402

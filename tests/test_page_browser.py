@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import soundfile as sf
 
-from test_service_support import ROOT, TOKEN, Server
+from testkit.service import ROOT, TOKEN, Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

@@ -1,16 +1,16 @@
 """The RoFormer demix (spec "The demix"): the windowed runner against the plain whole-file implementation of
-steps 1-5 (`tests/roformer_reference.py`) on the small configs, at the edge lengths the spec lists; batch
+steps 1-5 (`testkit/roformer_reference.py`) on the small configs, at the edge lengths the spec lists; batch
 sizes and out-of-memory back-off give the same stems."""
 import numpy as np
 import pytest
 import torch
 
-import roformer_reference as reference
 from mvsep.errors import OutOfMemoryError
 from mvsep.roformer.demix import Grid, RoformerRunner, read_piece
 from mvsep.roformer.loader import load_model
 from mvsep.signals import ArraySignal, DiskSignal
 from testkit import roformer as kit
+from testkit import roformer_reference as reference
 
 C = kit.SIZES["small"]["chunk"]  # 2560
 S = C // 2                       # 1280 = the border too

@@ -15,13 +15,13 @@ import pytest
 import soundfile as sf
 import torch
 
-import roformer_reference as reference
 from mvsep.engine import Options, Separator
 from mvsep.errors import ModelPackError, NotInPackError, OptionError
 from mvsep.roformer import FILES
 from mvsep.roformer.loader import load_model
-from test_service_support import ROOT, Server, make_wav
+from testkit.service import ROOT, Server, make_wav
 from testkit import roformer as kit
+from testkit import roformer_reference as reference
 
 CHUNK = kit.SIZES["small"]["chunk"]
 
@@ -212,7 +212,7 @@ def test_progress_and_cancel(sep, tmp_path):
 
 
 def test_mdx23_as_an_ensemble_member(tmp_path):
-    from mvsep import toypack
+    from testkit import toypack
     pack = toypack.build_pack(tmp_path / "pack", kind="random", stems="vocals", manifest=False)
     kit.write(pack, "bs", seed=2)
     sep = Separator(write_sums(pack), device="cpu")

@@ -2,7 +2,7 @@
 
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via file       # files in, files out
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via engine     # mvsep.Separator, arrays
-    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # tests/reference.py
+    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # testkit/reference.py
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via builtin    # the small ensemble below
 
 SDR is the MDX challenge's global SDR, 10*log10(sum s^2 / sum (s - s_hat)^2) over a whole clip (both channels),
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from make_data import SR, heldout_mixtures  # noqa: E402
+from make_data import SR, heldout_mixtures  # noqa: E402 (the script's own dir is on sys.path)
 
 CONDITIONS = (-5.0, 0.0, 5.0, 10.0)
 
@@ -87,10 +85,8 @@ def separator(via: str, pack: Path):
     if via == "builtin":
         return lambda mix: builtin_separate(pack, mix)
     if via == "reference":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from reference import reference_separate
+        from testkit.reference import reference_separate
         return lambda mix: reference_separate(pack, mix, only_vocals=True)
-    sys.path.insert(0, str(ROOT))
     from mvsep import Options, Separator
     sep = Separator(model_dir=pack, device="cpu")
     opts = Options(only_vocals=True, shifts=0)
