@@ -271,3 +271,19 @@ def test_stft_folds_stereo_per_bin(tmp_path):
     assert torch.allclose(spec[0, :, :, 1, 0], right.real.T) and torch.allclose(spec[0, :, :, 1, 1], right.imag.T)
     flat = spec.reshape(1, frames, -1)  # what a band's RMSNorm sees: L.re, L.im, R.re, R.im of bin k
     assert torch.equal(flat[0, 5, 4 * 7:4 * 8], spec[0, 5, 7].reshape(4))
+
+
+def test_zero_dc_only_when_the_yaml_asks(tmp_path):
+    # the published yaml files have no zero_dc: DC is kept (their checkpoints were trained so); a yaml that sets
+    # it (MSST's newer default) zeroes the DC bin before the iSTFT
+    assert read_config(_yaml("mel", "small", tmp_path), "mel").zero_dc is False
+    model = _unit_mask_model("bs", tmp_path)
+    cfg = tmp_path / FILES["bs"][1]
+    cfg.write_text(cfg.read_text().replace("\nmodel:\n", "\nmodel:\n  zero_dc: true\n"))
+    zeroed = load_model(tmp_path / FILES["bs"][0], cfg, "bs")
+    zeroed.load_state_dict(model.state_dict())
+    x = torch.randn(1, 2, model.cfg.chunk) * 0.1 + 0.3
+    with torch.no_grad():
+        kept, dropped = model(x), zeroed(x)
+    assert (kept - x).abs().max() <= 1e-5
+    assert dropped.mean().item() < kept.mean().item() - 0.1   # the offset (DC bin) is gone, mostly (bin 1 leaks)

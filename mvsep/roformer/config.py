@@ -42,6 +42,8 @@ class RoformerConfig:
     overlap: int = 2                # inference.num_overlap: step = chunk // overlap
     batch: int = 4                  # inference.batch_size (the yaml's; the runner picks its own)
     sample_rate: int = 44100
+    zero_dc: bool = False           # zero the DC bin before the iSTFT: only when the yaml says so (not the
+                                    # published ones: their checkpoints were trained and scored keeping DC)
 
     @property
     def n_bins(self) -> int:
@@ -137,7 +139,7 @@ def _parse(tree: dict, kind: str, name: str) -> RoformerConfig:
         heads=int(get("model.heads", 8)), dim_head=int(get("model.dim_head", 64)), mask_layers=mask_layers,
         n_fft=n_fft, hop=int(get("model.stft_hop_length", 512)), win=win, chunk=chunk,
         overlap=int(get("inference.num_overlap", 2)), batch=int(get("inference.batch_size", 1)),
-        sample_rate=sample_rate)
+        sample_rate=sample_rate, zero_dc=bool(get("model.zero_dc", False)))
     for key, value in (("model.dim", cfg.dim), ("model.depth", cfg.depth), ("model.heads", cfg.heads),
                        ("model.dim_head", cfg.dim_head), ("model.stft_hop_length", cfg.hop),
                        ("model.mask_estimator_depth", cfg.mask_layers)):

@@ -182,4 +182,7 @@ class Roformer(nn.Module):
         m = self.masks(spec)
         re = spec[..., 0] * m[..., 0] - spec[..., 1] * m[..., 1]
         im = spec[..., 0] * m[..., 1] + spec[..., 1] * m[..., 0]
-        return self.istft(torch.stack((re, im), -1), audio.shape[-1])
+        out = torch.stack((re, im), -1)
+        if self.cfg.zero_dc:
+            out[:, :, 0] = 0
+        return self.istft(out, audio.shape[-1])
