@@ -287,3 +287,10 @@ def test_zero_dc_only_when_the_yaml_asks(tmp_path):
         kept, dropped = model(x), zeroed(x)
     assert (kept - x).abs().max() <= 1e-5
     assert dropped.mean().item() < kept.mean().item() - 0.1   # the offset (DC bin) is gone, mostly (bin 1 leaks)
+
+
+def test_inference_chunk_size_overrides_the_audio_one(tmp_path):
+    cfg = _yaml("bs", "small", tmp_path)
+    assert read_config(cfg, "bs").chunk == 2560 and read_config(cfg, "bs").step == 1280
+    cfg.write_text(cfg.read_text().replace("inference:\n", "inference:\n  chunk_size: 3840\n"))
+    assert read_config(cfg, "bs").chunk == 3840 and read_config(cfg, "bs").step == 1920
