@@ -3,6 +3,8 @@
     python bench/bench_engine.py --minutes 10 60 --mode vocals            # small toy pack (built on the fly)
     python bench/bench_engine.py --pack full --seconds 30 --mode all      # full-size model configurations
     python bench/bench_engine.py --pack /models-cache --minutes 3 --device cuda
+    python bench/bench_engine.py --recipe mel-roformer --pack full --seconds 180 --device cuda
+    python bench/bench_engine.py --recipe bs-roformer --minutes 5 40      # RoFormer: real STFT/chunk, small dims
 
 Each run is a fresh subprocess, so its peak RSS (VmHWM) is its own. Prints one line per run and, with two or
 more lengths, the ratio of the longest run's peak RSS to the shortest's (bounded memory: close to 1).
@@ -47,11 +49,22 @@ def write_input(path: Path, seconds: float, rate: int) -> None:
             f.write((rng.standard_normal((n, 2)) * 0.05 + tone).astype(np.float32))
 
 
-def build_pack(kind: str, work: Path) -> Path:
+ROFORMER_KINDS = {"mel-roformer": ("mel",), "bs-roformer": ("bs",), "ensemble": ("mel", "bs")}
+
+
+def build_pack(kind: str, work: Path, recipe: str = "mdx23") -> Path:
+    """A random-weight pack for `recipe`: "small" or "full" configurations. RoFormer packs hold the real file
+    names; their "small" is the real STFT, bands and 8-s chunk with small dimensions (testkit size "bench")."""
     from testkit import toypack
-    if kind in ("small", "full"):
-        return toypack.build_pack(work / f"pack-{kind}", kind="random", stems="all", size=kind)
-    return Path(kind)
+    if kind not in ("small", "full"):
+        return Path(kind)
+    if recipe in ROFORMER_KINDS:
+        from testkit import roformer
+        d = work / f"pack-{kind}-{recipe}"
+        for k in ROFORMER_KINDS[recipe]:
+            roformer.write(d, k, "full" if kind == "full" else "bench")
+        return d
+    return toypack.build_pack(work / f"pack-{kind}", kind="random", stems="all", size=kind)
 
 
 def run_one(args) -> dict:
@@ -62,7 +75,7 @@ def run_one(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     sep = Separator(args.pack, device=args.device, batch_size=args.batch_size or None, large_gpu=True)
-    opts = Options(only_vocals=args.mode == "vocals", overlap_large=args.overlap_large,
+    opts = Options(recipe=args.recipe, only_vocals=args.mode == "vocals", overlap_large=args.overlap_large,
                    overlap_small=args.overlap_small, shifts=args.shifts, single_onnx=args.single_onnx,
                    precision=args.precision)
     sep.warm(opts)
@@ -71,14 +84,14 @@ def run_one(args) -> dict:
         res = sep.separate_file(args.input, out, opts, work_dir=args.work)
     end = time.perf_counter()
     wall = end - t0
-    model_s = sep.demucs.model_seconds + sep.mdx.model_seconds
+    model_s = sep.demucs.model_seconds + sep.mdx.model_seconds + sep.roformer.model_seconds
     seconds = res.info.frames / res.info.sample_rate
     gpu = torch.cuda.max_memory_allocated() / 2**20 if sep.device == "cuda" else None
     return {"seconds": round(seconds, 1), "wall_s": round(wall, 2), "rtf": round(wall / seconds, 4),
             "peak_rss_mb": round(vm_hwm_mb(), 1), "gpu_peak_mb": gpu and round(gpu, 1),
             "model_s": round(model_s, 2), "kernel_share": round(model_s / wall, 4),
             "process_share": round(model_s / (end - T_START), 4),
-            "batch": {**sep.demucs.book.sizes(), **sep.mdx.book.sizes()},
+            "batch": {**sep.demucs.book.sizes(), **sep.mdx.book.sizes(), **sep.roformer.book.sizes()},
             "timings": {k: round(v, 2) for k, v in res.timings.items()}}
 
 
@@ -88,6 +101,7 @@ def main() -> int:
     lengths = ap.add_mutually_exclusive_group()
     lengths.add_argument("--minutes", type=float, nargs="+")
     lengths.add_argument("--seconds", type=float, nargs="+")
+    ap.add_argument("--recipe", default="mdx23", help="mdx23 | mel-roformer | bs-roformer | ensemble")
     ap.add_argument("--mode", choices=("vocals", "all"), default="vocals")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=0, help="0: chosen from device memory")
@@ -109,13 +123,13 @@ def main() -> int:
     seconds = [m * 60 for m in args.minutes] if args.minutes else (args.seconds or [60.0])
     with tempfile.TemporaryDirectory(prefix="mvsep-bench-") as tmp:
         work = Path(tmp)
-        pack = build_pack(args.pack, work)
+        pack = build_pack(args.pack, work, args.recipe)
         results = []
         for s in seconds:
             src = work / f"in-{int(s)}s.wav"
             write_input(src, s, args.rate)
             child = [sys.executable, __file__, "--child", "--input", str(src), "--work", str(work),
-                     "--pack", str(pack), "--mode", args.mode, "--device", args.device,
+                     "--pack", str(pack), "--recipe", args.recipe, "--mode", args.mode, "--device", args.device,
                      "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                      "--overlap-large", str(args.overlap_large), "--overlap-small", str(args.overlap_small),
                      "--shifts", str(args.shifts), "--precision", args.precision] + (
@@ -127,7 +141,7 @@ def main() -> int:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             src.unlink()
             results.append(r)
-            print(f"pack={args.pack} mode={args.mode} device={args.device} input={r['seconds']}s "
+            print(f"pack={args.pack} recipe={args.recipe} mode={args.mode} device={args.device} input={r['seconds']}s "
                   f"wall={r['wall_s']}s rtf={r['rtf']} kernel_share={r['kernel_share']} "
                   f"process_share={r['process_share']} "
                   f"precision={args.precision} peak_rss={r['peak_rss_mb']}MB gpu_peak={r['gpu_peak_mb']}MB "

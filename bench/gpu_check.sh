@@ -21,7 +21,7 @@ if [[ -z "${PYTHON:-}" ]]; then
     [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
 fi
 OUT=${OUT:-bench/out}
-STEPS=${STEPS:-facts tests pack allstems long precision workers cold original}
+STEPS=${STEPS:-facts tests pack allstems long precision workers cold original roformer}
 WORK=${WORK:-$(mktemp -d)}
 PACK="$WORK/pack-full"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # mvsep, testkit from this tree, installed or not
@@ -96,6 +96,17 @@ sf.write(sys.argv[1], (np.random.default_rng(0).standard_normal((300 * 44100, 2)
         --output_folder "$WORK/ours" --model_dir "$ORIGINAL_DIR/models" >> "$OUT/gpu_original.txt" 2>&1
     t2=$(date +%s.%N)
     figure "$(awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN {printf "original_300s_vocals original=%.1fs cli=%.1fs ratio=%.2f", b-a, c-b, (c-b)/(b-a)}')"
+}
+
+step_roformer() {
+    timeout 120 "$PYTHON" -m pytest -m gpu -q -rs tests/test_roformer_demix.py 2>&1 | tee "$OUT/gpu_roformer.txt"
+    local recipe precision
+    for recipe in mel-roformer bs-roformer; do
+        for precision in fp32 fp16; do
+            timeout 60 "$PYTHON" bench/bench_engine.py --recipe "$recipe" --pack full --device cuda --seconds 180 \
+                --precision "$precision" 2>&1 | tee -a "$OUT/gpu_roformer.txt"
+        done
+    done
 }
 
 status=0

@@ -23,6 +23,7 @@ from .errors import NotInPackError, OptionError
 from .job import UNIT, Job, Progress, SeparationResult
 from .mdx import MdxRunner
 from .options import Options
+from .roformer.demix import RoformerRunner
 from .pack import KIM_INST, KIM_VOCAL_1, KIM_VOCAL_2, ModelPack
 from .signals import ArraySignal, Signal, blocks, work_signals
 
@@ -46,6 +47,7 @@ class Separator:
         # batch sizes: per model, learned on this device for the life of the process (unless fixed here)
         self.demucs = DemucsRunner(tdev, batch_size, half)
         self.mdx = MdxRunner(tdev, batch_size)
+        self.roformer = RoformerRunner(tdev, batch_size, half)
 
     # --- pack --------------------------------------------------------------------------------------------
     def recipe(self, opts: Options) -> recipes.Recipe:

@@ -38,10 +38,15 @@ has() { for f in "$@"; do [ -f "$src/$f" ] || return 1; done; }
 recipes=""
 ! has Kim_Vocal_2.onnx Kim_Inst.onnx 04573f0d-f3cf25b2.th || recipes="mdx23"
 ! has 97d170e1-dbb4db15.th || recipes="${recipes:+$recipes }cinematic"
+! has MelBandRoformer.ckpt config_vocals_mel_band_roformer_kj.yaml || recipes="${recipes:+$recipes }mel-roformer"
+! has model_bs_roformer_ep_317_sdr_12.9755.ckpt model_bs_roformer_ep_317_sdr_12.9755.yaml \
+    || recipes="${recipes:+$recipes }bs-roformer"
 hq=no
 ! has 97d170e1-a778de4a.th 97d170e1-dbb4db15.th 97d170e1-e41a5468.th || hq=yes
 log "recipes in this pack: ${recipes:-none complete (mdx23 needs Kim_Vocal_2.onnx Kim_Inst.onnx \
-04573f0d-f3cf25b2.th, cinematic 97d170e1-dbb4db15.th)} (cinematic high_quality: $hq)"
+04573f0d-f3cf25b2.th, cinematic 97d170e1-dbb4db15.th, mel-roformer MelBandRoformer.ckpt with \
+config_vocals_mel_band_roformer_kj.yaml, bs-roformer model_bs_roformer_ep_317_sdr_12.9755.ckpt with its .yaml)} \
+(cinematic high_quality: $hq)"
 
 if [ -f "$src/SHA256SUMS" ]; then
     # Refuse to publish a pack that does not match its own manifest.

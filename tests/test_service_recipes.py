@@ -34,7 +34,9 @@ def test_recipes_catalogue_of_the_installed_pack(client, server):
     """GET /recipes: the contract of docs/recipes.md, filled in for this cinematic-only pack."""
     cat = client.get("/recipes").json()
     by_name = {r["name"]: r for r in cat["recipes"]}
-    assert list(by_name) == ["mdx23", "cinematic"] and cat["default_recipe"] == "mdx23"
+    assert list(by_name) == ["mdx23", "bs-roformer", "cinematic", "ensemble", "mel-roformer"]
+    assert cat["default_recipe"] == "mdx23"
+    assert not any(by_name[r]["available"] for r in ("bs-roformer", "ensemble", "mel-roformer"))
     cine, mdx = by_name["cinematic"], by_name["mdx23"]
     assert cine["available"] and cine["missing"] == []
     assert [s["name"] for s in cine["stems"]] == ["dialog", "music", "effects", "background", "background2"]

@@ -58,3 +58,52 @@ teardown() { stop_server; }
     [ "$(wc -l <"$out/SHA256SUMS")" -eq 3 ]
     cmp "$mirror/cdx/97d170e1-e41a5468.th" "$out/97d170e1-e41a5468.th"
 }
+
+roformer_mirror() {
+    mkdir -p "$mirror/hf" "$mirror/configs/KimberleyJensen" "$mirror/configs/viperx"
+    head -c 5000 /dev/urandom >"$mirror/hf/MelBandRoformer.ckpt"
+    head -c 4500 /dev/urandom >"$mirror/mdx/model_bs_roformer_ep_317_sdr_12.9755.ckpt"
+    printf 'model:\n  num_bands: 60\n' >"$mirror/configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml"
+    printf 'model:\n  freqs_per_bands: !!python/tuple\n  - 2\n' \
+        >"$mirror/configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml"
+    export MEL_ROFORMER_URL="$BASE_URL/hf" ROFORMER_CONFIG_URL="$BASE_URL/configs"
+}
+
+@test "--roformer fetches both checkpoints and their yaml configs from their own places" {
+    roformer_mirror
+    MEL_ROFORMER_BYTES=5000 run "$SCRIPTS/fetch_public_models.sh" "$out" --roformer
+    [ "$status" -eq 0 ]
+    [[ $output == *"MelBandRoformer.ckpt: size 5000 verified"* ]]
+    [[ $output == *"model_bs_roformer_ep_317_sdr_12.9755.ckpt: no published checksum"* ]]
+    (cd "$out" && sha256sum -c SHA256SUMS)
+    [ "$(wc -l <"$out/SHA256SUMS")" -eq 4 ]
+    cmp "$mirror/hf/MelBandRoformer.ckpt" "$out/MelBandRoformer.ckpt"
+    cmp "$mirror/mdx/model_bs_roformer_ep_317_sdr_12.9755.ckpt" "$out/model_bs_roformer_ep_317_sdr_12.9755.ckpt"
+    cmp "$mirror/configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml" \
+        "$out/model_bs_roformer_ep_317_sdr_12.9755.yaml"
+    cmp "$mirror/configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml" \
+        "$out/config_vocals_mel_band_roformer_kj.yaml"
+    # a pack of the four files: the builder names both recipes
+    run "$SCRIPTS/build_model_pack.sh" "$out" "$BATS_TEST_TMPDIR/pub"
+    [ "$status" -eq 0 ]
+    [[ $output == *"recipes in this pack: mel-roformer bs-roformer "* ]]
+}
+
+@test "a MelBandRoformer.ckpt of another size than the published file is refused and removed" {
+    roformer_mirror
+    run "$SCRIPTS/fetch_public_models.sh" "$out" --files "MelBandRoformer.ckpt"
+    [ "$status" -ne 0 ]
+    [[ $output == *"MelBandRoformer.ckpt: 5000 bytes, the published file has 913106900 (file removed)"* ]]
+    [ ! -e "$out/MelBandRoformer.ckpt" ]
+}
+
+@test "--sums pins the RoFormer files too" {
+    roformer_mirror
+    echo "0000000000000000000000000000000000000000000000000000000000000000  model_bs_roformer_ep_317_sdr_12.9755.yaml" \
+        >"$BATS_TEST_TMPDIR/sums"
+    run "$SCRIPTS/fetch_public_models.sh" "$out" --files "model_bs_roformer_ep_317_sdr_12.9755.yaml" \
+        --sums "$BATS_TEST_TMPDIR/sums"
+    [ "$status" -ne 0 ]
+    [[ $output == *"model_bs_roformer_ep_317_sdr_12.9755.yaml: sha256"*"expected 0000"* ]]
+    [ ! -e "$out/model_bs_roformer_ep_317_sdr_12.9755.yaml" ]
+}
