@@ -176,7 +176,15 @@ class _Stereo:
             yield from self.flush()
             self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=frame.sample_rate)
             self._key = key
-        for out in self._resampler.resample(frame):
+        try:
+            outs = self._resampler.resample(frame)
+        except av.FFmpegError:
+            # FFmpeg has no channel order for e.g. 9 or 64 unlabelled channels, so no downmix matrix
+            n = frame.layout.nb_channels
+            raise InputError(f"cannot decode input: its {n} channels have no standard channel layout "
+                             f"({frame.layout.name!r}), so they cannot be mixed down to stereo; send mono, "
+                             "stereo, 5.1, 7.1 or another standard layout") from None
+        for out in outs:
             yield out.to_ndarray().T.astype(np.float32, copy=False)
 
     def flush(self) -> Iterator[np.ndarray]:

@@ -25,6 +25,7 @@ from .config import Config
 from .context import Services
 from .errors import ApiError, disk_full, insufficient_storage
 from .metrics import Metrics
+from .owners import Owners
 from . import events, peaks
 from .routes import events as events_routes
 from .routes import files, jobs, page, system
@@ -77,13 +78,16 @@ def _lifespan(svc: Services):
 
         svc.store = store
         svc.process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        owners = Owners(svc.cfg.data_dir, svc.process_id)
         svc.workers = [Worker(i, f"{svc.process_id}/w{i}", store, svc.runner, svc.metrics, svc.cfg,
                               on_finished=finished, on_fatal=svc.request_exit)
                        for i in range(len(svc.runner.devices))]
         supervisor = Supervisor(store, svc.workers, svc.cfg, svc.metrics, finished, svc.request_exit,
-                                held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)])
+                                held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)],
+                                dead_owners=owners.dead)
         app.state.job_events = events.attach(svc, loop)
-        peaks.watch_inputs(store)
+        app.state.peaks = peaks.PeaksMaker(store, svc.cfg.max_duration_s)
+        peaks.watch_inputs(store, app.state.peaks)
         supervisor.beat()  # jobs of a process that died are requeued (or failed) before anything runs
         svc.runner.start()
         for w in svc.workers:
@@ -110,6 +114,8 @@ def _lifespan(svc: Services):
             for w in svc.workers:
                 await anyio.to_thread.run_sync(w.join, 10)
             supervisor.stop()
+            app.state.peaks.close()
+            owners.close()
     return lifespan
 
 

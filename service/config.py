@@ -48,6 +48,9 @@ class Config:
     keepalive_s: float = 5.0
     max_connections: int = 256
     max_probes: int = 2
+    max_event_streams: int = 128
+    max_event_streams_per_token: int = 64
+    event_stream_s: float = 600.0
     gpus: str = ""  # SPARK_GPUS as given: "" = every visible GPU (the CPU when none), "cpu", "cpu,cpu", "0,1"
     worker_threads: int = 0  # SPARK_WORKER_THREADS: torch/ORT threads per CPU worker (0 = cores / workers)
     max_attempts: int = 3
@@ -84,6 +87,9 @@ class Config:
             keepalive_s=_num(env, "SPARK_KEEPALIVE_S", 5.0, float),
             max_connections=_num(env, "SPARK_MAX_CONNECTIONS", 256),
             max_probes=_num(env, "SPARK_MAX_PROBES", 2),
+            max_event_streams=_num(env, "SPARK_MAX_EVENT_STREAMS", 128),
+            max_event_streams_per_token=_num(env, "SPARK_MAX_EVENT_STREAMS_PER_TOKEN", 64),
+            event_stream_s=_num(env, "SPARK_EVENT_STREAM_S", 600.0, float),
             gpus=(env.get("SPARK_GPUS") or "").strip().lower(),
             worker_threads=_num(env, "SPARK_WORKER_THREADS", 0),
             max_attempts=_num(env, "SPARK_MAX_ATTEMPTS", 3),
@@ -135,6 +141,11 @@ class Config:
             return "SPARK_MAX_CONNECTIONS must be at least 2 and SPARK_MAX_PROBES at least 1"
         if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_s) <= 0:
             return "SPARK_HEADER_TIMEOUT_S, SPARK_BODY_TIMEOUT_S and SPARK_KEEPALIVE_S must be positive"
+        if self.max_event_streams < 0 or self.max_event_streams_per_token < 0 or self.event_stream_s <= 0:
+            return ("SPARK_MAX_EVENT_STREAMS and SPARK_MAX_EVENT_STREAMS_PER_TOKEN must be at least 0, "
+                    "SPARK_EVENT_STREAM_S positive")
+        if self.max_event_streams >= self.max_connections:
+            return "SPARK_MAX_EVENT_STREAMS must be below SPARK_MAX_CONNECTIONS (streams must leave room for others)"
         if self.max_attempts < 1:
             return "SPARK_MAX_ATTEMPTS must be at least 1"
         if self.lease_s <= 0 or self.job_stall_s <= 0 or self.separate_wait_s <= 0:

@@ -112,6 +112,7 @@ class Worker(threading.Thread):
                 self.metrics.running.dec()
                 self.current = self.stalled = None
                 self._canceled.discard(job["id"])
+                _quiet(self.store.let_go, job["id"], self.worker_id)  # a DELETE may now remove its folder
                 self.on_finished(job["id"])
 
     def _fail_queued(self) -> None:
@@ -284,7 +285,7 @@ class Worker(threading.Thread):
             self.metrics.jobs.labels("failed").inc()
             self.store.log(job_id, f"failed: {message}")
         else:  # canceled (or failed by the watchdog) meanwhile
-            if _quiet(self.store.get, job_id, default={}).get("state") == "canceled":
+            if (_quiet(self.store.get, job_id) or {}).get("state") == "canceled":  # None: deleted already
                 self.store.delete_files(job_id)
 
     def _pack(self, job_id: str, made: dict[str, Path], asked: list[str], ext: str, input_name: str) -> list[str]:
