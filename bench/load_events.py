@@ -136,8 +136,9 @@ async def one_stream(port: int, job_id: str, end: float, tally: dict) -> None:
                         retry = int(line.split(b":")[1])
                 writer.close()
                 await asyncio.sleep(min(retry, max(0.0, end - time.monotonic())))
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
-            tally["error"] = tally.get("error", 0) + 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
+            key = "error:" + type(e).__name__
+            tally[key] = tally.get(key, 0) + 1
         finally:
             writer.close()
 
