@@ -64,6 +64,20 @@ def clip(path: Path, seconds: float = 1.0, sr: int = 44100) -> Path:
     return path
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of process `pid` (Linux /proc), to see what the server spent its time on."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[comm] = round(out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / tick, 1)
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 1) if values else None
 
@@ -248,7 +262,11 @@ def main() -> int:
                 out = mp.get_context("spawn").Queue()
                 prober = mp.get_context("spawn").Process(target=probes, args=(port, args.seconds, out))
                 prober.start()
+                cpu0 = thread_cpu(server.pid)
                 report = asyncio.run(load(port, big_id, args, wav))
+                cpu1 = thread_cpu(server.pid)
+                report["server_cpu_s_during_load"] = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in cpu1.items()
+                                                      if v - cpu0.get(k, 0.0) >= 0.5}
                 got = {}
                 for _ in range(2):
                     path, lat, bad = out.get(timeout=60)

@@ -24,6 +24,7 @@ from mvsep.audio import iter_decode
 from mvsep.errors import InputError
 
 from .store import Store
+from .worker import WORKER_NICE, lower_priority
 
 log = logging.getLogger("spark.peaks")
 BASE = 8192  # the most buckets a caller may ask for
@@ -101,7 +102,8 @@ class PeaksMaker:
 
     def __init__(self, store: Store, max_seconds: float, threads: int = 1, max_pending: int = 16):
         self.store, self.max_seconds, self.max_pending = store, max_seconds, max_pending
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="spark-peaks")
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="spark-peaks",
+                                       initializer=lower_priority, initargs=(WORKER_NICE,))
         self.pending: dict[tuple[str, str], Future] = {}
         self._lock = threading.Lock()  # guards `pending` only, never held during a decode
 
