@@ -51,6 +51,9 @@ class AudioInfo:
 # ---------------------------------------------------------------------------------------------------- decoding
 
 
+MAX_STREAMS = 100  # streams (audio, video, subtitles, ...) an input may hold
+
+
 class _Input:
     """An opened input: the container and its first audio stream; closes everything it opened.
 
@@ -75,9 +78,16 @@ class _Input:
         self.refused: list[str] = []
         self._files: list = []
         try:
-            self.container = av.open(self.name, io_open=self._io_open)
+            # max_streams: FFmpeg opens a decoder per stream to read their parameters (an MP4 with 300 audio
+            # streams took ~210 MB); past the cap the demuxer stops with ENOMEM instead
+            self.container = av.open(self.name, io_open=self._io_open,
+                                     container_options={"max_streams": str(MAX_STREAMS)})
         except PermissionError:
             raise InputError("cannot read input: permission denied") from None
+        except av.error.MemoryError:
+            self.close()
+            raise InputError(f"cannot decode input: it holds more than {MAX_STREAMS} streams (the limit; only "
+                             "the first audio stream is used), or reading its header ran out of memory") from None
         except (av.FFmpegError, OSError, EOFError) as e:
             self.close()
             self._check_refused()

@@ -328,3 +328,29 @@ def test_many_channels_at_a_high_rate_get_a_clear_message(tmp_path, vocals_pack,
         assert "Invalid argument" not in msg and str(channels) in msg, msg
     finally:
         srv.stop()
+
+
+def test_an_input_with_hundreds_of_streams_is_refused_before_ffmpeg_opens_them(tmp_path, vocals_pack):
+    """FFmpeg opens a decoder for every stream while it reads a file's header (~0.7 MB per AAC stream: 300 of
+    them took ~210 MB, per open, and an input is opened by the probe, the peaks and the engine); more than
+    100 streams are refused at the header."""
+    import shutil
+    import subprocess
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg CLI not installed")
+    one = tmp_path / "one.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=f=440:d=1", "-c:a", "aac",
+                    str(one)], check=True)
+    many = tmp_path / "many.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(one), *(["-map", "0:a"] * 300), "-c", "copy",
+                    str(many)], check=True)
+    srv = Server(tmp_path / "data", vocals_pack).start()
+    try:
+        with srv.client() as c:
+            r = c.post("/jobs", files={"file": ("many.mp4", many.read_bytes())})
+            assert r.status_code == 422 and "more than 100 streams" in r.json()["message"], r.text
+            r = c.post("/jobs", files={"file": ("one.m4a", one.read_bytes())}, data={"stems": "vocals"})
+            assert r.status_code == 202, r.text  # one stream: fine
+            wait_job(c, r.json()["id"])
+    finally:
+        srv.stop()
