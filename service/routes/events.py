@@ -7,6 +7,7 @@ Retry-After past them) and last at most SPARK_EVENT_STREAM_S, so they can never 
 from __future__ import annotations
 
 import hashlib
+import random
 from base64 import b64decode
 
 import anyio
@@ -18,7 +19,7 @@ from ..events import TooManyStreams, stream
 from ..store import valid_id
 
 router = APIRouter(tags=["jobs"])
-RETRY_AFTER_S = 10
+RETRY_AFTER_S = (5, 20)  # drawn per answer: refused clients that all came at once do not all come back at once
 
 
 def client_key(request: Request) -> str:
@@ -47,7 +48,7 @@ async def job_events(request: Request, job_id: str):
         sub = hub.subscribe(job_id, client_key(request))  # before the first read: no change falls between
     except TooManyStreams as e:
         raise ApiError(429, "too_many_streams", e.message,
-                       headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+                       headers={"Retry-After": str(random.randint(*RETRY_AFTER_S))}) from None
     try:
         first = await anyio.to_thread.run_sync(hub.event, job_id)
         if first["state"] == "deleted":
