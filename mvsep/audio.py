@@ -51,6 +51,9 @@ class AudioInfo:
 # ---------------------------------------------------------------------------------------------------- decoding
 
 
+MAX_STREAMS = 100  # streams (audio, video, subtitles, ...) an input may hold
+
+
 class _Input:
     """An opened input: the container and its first audio stream; closes everything it opened.
 
@@ -75,9 +78,16 @@ class _Input:
         self.refused: list[str] = []
         self._files: list = []
         try:
-            self.container = av.open(self.name, io_open=self._io_open)
+            # max_streams: FFmpeg opens a decoder per stream to read their parameters (an MP4 with 300 audio
+            # streams took ~210 MB); past the cap the demuxer stops with ENOMEM instead
+            self.container = av.open(self.name, io_open=self._io_open,
+                                     container_options={"max_streams": str(MAX_STREAMS)})
         except PermissionError:
             raise InputError("cannot read input: permission denied") from None
+        except av.error.MemoryError:
+            self.close()
+            raise InputError(f"cannot decode input: it holds more than {MAX_STREAMS} streams (the limit; only "
+                             "the first audio stream is used), or reading its header ran out of memory") from None
         except (av.FFmpegError, OSError, EOFError) as e:
             self.close()
             self._check_refused()
@@ -176,7 +186,15 @@ class _Stereo:
             yield from self.flush()
             self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=frame.sample_rate)
             self._key = key
-        for out in self._resampler.resample(frame):
+        try:
+            outs = self._resampler.resample(frame)
+        except av.FFmpegError:
+            # FFmpeg has no channel order for e.g. 9 or 64 unlabelled channels, so no downmix matrix
+            n = frame.layout.nb_channels
+            raise InputError(f"cannot decode input: its {n} channels have no standard channel layout "
+                             f"({frame.layout.name!r}), so they cannot be mixed down to stereo; send mono, "
+                             "stereo, 5.1, 7.1 or another standard layout") from None
+        for out in outs:
             yield out.to_ndarray().T.astype(np.float32, copy=False)
 
     def flush(self) -> Iterator[np.ndarray]:

@@ -47,8 +47,10 @@ def free_caches(torch_device) -> None:
     """Give cached device memory back: torch's caching allocator (and garbage still holding tensors).
     ONNX Runtime's arena is shrunk by its next run (`mdx.py` asks for it through RunOptions)."""
     import torch
+    if getattr(torch_device, "type", torch_device) != "cuda":
+        return  # CPU memory is freed as tensors go; a full gc.collect() would hold the GIL for 0.1-0.5 s
     gc.collect()
-    if getattr(torch_device, "type", torch_device) == "cuda" and torch.cuda.is_available():
+    if torch.cuda.is_available():
         torch.cuda.synchronize(torch_device)  # this worker's GPU, whatever the thread's current device is
         torch.cuda.empty_cache()
 

@@ -165,6 +165,12 @@ class ModelPack:
     def resident(self) -> list[str]:
         return list(self._units)
 
+    def peek(self, key: str):
+        """A resident unit's object by key (`resident()`), or None: no lock, no load, no LRU change (for
+        status pages, which must not wait while a model loads under the lock)."""
+        unit = self._units.get(key)
+        return unit.obj if unit is not None else None
+
     def release(self) -> None:
         with self._lock:
             self._units.clear()
@@ -212,6 +218,8 @@ class ModelPack:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if self.device != "cuda":  # idle pool threads would spin on the cores the service's HTTP loop needs
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Same GPU as torch: the original always ran ONNX Runtime on device 0.
         chosen = providers(self.device, self.gpu_id)
         cached = ort_cache_path(self._digest(path), half, self.device)

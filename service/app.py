@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import sys
 import uuid
 
 import anyio
@@ -25,6 +26,7 @@ from .config import Config
 from .context import Services
 from .errors import ApiError, disk_full, insufficient_storage
 from .metrics import Metrics
+from .owners import Owners
 from . import events, peaks
 from .routes import events as events_routes
 from .routes import files, jobs, page, system
@@ -36,6 +38,7 @@ from .supervisor import Supervisor
 from .worker import Worker
 
 log = logging.getLogger("spark.app")
+GIL_SWITCH_S = 0.001
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 507)}
 
 
@@ -70,6 +73,9 @@ def _lifespan(svc: Services):
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         svc.loop, svc.stopping = loop, asyncio.Event()
+        # The HTTP loop shares the GIL with workers, peaks and probes: hand it over sooner than the 5 ms default,
+        # so a request's few GIL waits do not add up to a slow /health.
+        sys.setswitchinterval(GIL_SWITCH_S)
         store = Store(svc.cfg.data_dir)
 
         def finished(job_id: str) -> None:  # worker thread -> wake the requests waiting on this job
@@ -77,13 +83,16 @@ def _lifespan(svc: Services):
 
         svc.store = store
         svc.process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        owners = Owners(svc.cfg.data_dir, svc.process_id)
         svc.workers = [Worker(i, f"{svc.process_id}/w{i}", store, svc.runner, svc.metrics, svc.cfg,
                               on_finished=finished, on_fatal=svc.request_exit)
                        for i in range(len(svc.runner.devices))]
         supervisor = Supervisor(store, svc.workers, svc.cfg, svc.metrics, finished, svc.request_exit,
-                                held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)])
+                                held=lambda: [(j, svc.downloader_id) for j in list(svc.downloads)],
+                                dead_owners=owners.dead)
         app.state.job_events = events.attach(svc, loop)
-        peaks.watch_inputs(store)
+        app.state.peaks = peaks.PeaksMaker(store, svc.cfg.max_duration_s)
+        peaks.watch_inputs(store, app.state.peaks)
         supervisor.beat()  # jobs of a process that died are requeued (or failed) before anything runs
         svc.runner.start()
         for w in svc.workers:
@@ -110,6 +119,8 @@ def _lifespan(svc: Services):
             for w in svc.workers:
                 await anyio.to_thread.run_sync(w.join, 10)
             supervisor.stop()
+            app.state.peaks.close()
+            owners.close()
     return lifespan
 
 

@@ -46,6 +46,9 @@ ENV = {
     "keepalive_s": ("SPARK_KEEPALIVE_S", "float"), "max_connections": ("SPARK_MAX_CONNECTIONS", "int"),
     "max_probes": ("SPARK_MAX_PROBES", "int"), "gpus": ("SPARK_GPUS", "lower"),
     "streams_per_gpu": ("SPARK_STREAMS_PER_GPU", "int"),
+    "max_event_streams": ("SPARK_MAX_EVENT_STREAMS", "int"),
+    "max_event_streams_per_token": ("SPARK_MAX_EVENT_STREAMS_PER_TOKEN", "int"),
+    "event_stream_s": ("SPARK_EVENT_STREAM_S", "float"),
     "worker_threads": ("SPARK_WORKER_THREADS", "int"), "max_attempts": ("SPARK_MAX_ATTEMPTS", "int"),
     "job_stall_s": ("SPARK_JOB_STALL_S", "float"), "lease_s": ("SPARK_LEASE_S", "float"),
     "separate_wait_s": ("SPARK_SEPARATE_WAIT_S", "float"), "disk_reserve_mb": ("SPARK_DISK_RESERVE_MB", "float"),
@@ -76,6 +79,9 @@ class Config:
     keepalive_s: float = 5.0
     max_connections: int = 256
     max_probes: int = 2
+    max_event_streams: int = 128
+    max_event_streams_per_token: int = 64
+    event_stream_s: float = 600.0
     gpus: str = ""  # SPARK_GPUS as given: "" = every visible GPU (the CPU when none), "cpu", "cpu,cpu", "0,1"
     streams_per_gpu: int = 2  # SPARK_STREAMS_PER_GPU: workers per GPU when SPARK_GPUS does not name them
     worker_threads: int = 0  # SPARK_WORKER_THREADS: torch/ORT threads per CPU worker (0 = cores / workers)
@@ -147,6 +153,11 @@ class Config:
             return "SPARK_MAX_CONNECTIONS must be at least 2 and SPARK_MAX_PROBES at least 1"
         if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_s) <= 0:
             return "SPARK_HEADER_TIMEOUT_S, SPARK_BODY_TIMEOUT_S and SPARK_KEEPALIVE_S must be positive"
+        if self.max_event_streams < 0 or self.max_event_streams_per_token < 0 or self.event_stream_s <= 0:
+            return ("SPARK_MAX_EVENT_STREAMS and SPARK_MAX_EVENT_STREAMS_PER_TOKEN must be at least 0, "
+                    "SPARK_EVENT_STREAM_S positive")
+        if self.max_event_streams >= self.max_connections:
+            return "SPARK_MAX_EVENT_STREAMS must be below SPARK_MAX_CONNECTIONS (streams must leave room for others)"
         if self.max_attempts < 1:
             return "SPARK_MAX_ATTEMPTS must be at least 1"
         if self.lease_s <= 0 or self.job_stall_s <= 0 or self.separate_wait_s <= 0:

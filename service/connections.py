@@ -11,7 +11,9 @@ phase:
 - app: the request is complete and the app works on it (no deadline: POST /separate may wait long).
 At most `max_connections` are open: a new connection beyond it closes the oldest connection that is not
 serving a request (idle keep-alive, head not complete, lingering), so /health and real clients still get in;
-if every connection is serving a request the new one gets 503 and is closed.
+if every connection is serving a request (long event streams, waiting POST /separate) the new one may still
+use one of RESERVE extra slots kept for the platform's probes (RESERVED_PATHS; anything else gets 503 there,
+and the slot closes after its answer); past those it gets 503 and is closed.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import logging
 import time
 from dataclasses import dataclass
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("spark.connections")
 MAX_HEAD_BYTES = 64 * 1024
 EVICTABLE = ("head", "idle", "linger")
+RESERVE = 16  # connections past the cap that only the probes below may use
+RESERVED_PATHS = ("/health", "/ready", "/status", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                          f"the request line and headers exceed {MAX_HEAD_BYTES // 1024} KB")
 
     def on_headers_complete(self) -> None:
+        if getattr(self, "_reserved", False) and self._path() not in RESERVED_PATHS:
+            self._reject("503 Service Unavailable", "too_many_connections",
+                         "the server is at its connection limit; retry shortly")
+            return
         self._enter("body", self.limits.body_timeout_s)
         super().on_headers_complete()
+
+    def _path(self) -> str:
+        try:
+            return httptools.parse_url(self.url).path.decode("ascii", "replace")
+        except httptools.HttpParserInvalidURLError:
+            return ""
 
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":
@@ -120,6 +135,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elif self._phase == "app":
             self._enter("idle", None)  # uvicorn's keep-alive timeout applies
         super().on_response_complete()
+        if getattr(self, "_reserved", False) and not self.pipeline:
+            self.transport.close()  # a reserved slot serves one probe, then frees itself
 
     def send_400_response(self, msg: str) -> None:
         self._reject("400 Bad Request", "bad_request", "invalid HTTP request")
@@ -131,10 +148,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         excess = len(others) + 1 - self.limits.max_connections
         if excess <= 0:
             return
-        idle = sorted((c for c in others if c._phase in EVICTABLE), key=lambda c: c._since)
+        idle = sorted((c for c in others if c._phase in EVICTABLE and not getattr(c, "_reserved", False)),
+                      key=lambda c: c._since)
         for victim in idle[:excess]:
             victim.transport.close()
-        if len(idle) < excess:
+        reserved = sum(1 for c in others if getattr(c, "_reserved", False))
+        if len(idle) < excess and reserved < RESERVE:
+            self._reserved = True  # over the cap: for /health and /status only
+        elif len(idle) < excess:
             log.warning("connection cap (%d) reached with every connection serving a request: refusing %s",
                         self.limits.max_connections, self._peer())
             self._reject("503 Service Unavailable", "too_many_connections",

@@ -80,8 +80,8 @@ class Services:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def services(request: Request) -> Services:
-    """FastAPI dependency: the app's shared services."""
+async def services(request: Request) -> Services:
+    """FastAPI dependency: the app's shared services (async: a sync dependency would take a pool thread)."""
     return request.app.state.services
 
 

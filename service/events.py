@@ -20,9 +20,16 @@ from .views import job_out
 HEARTBEAT_S = 15.0
 
 
+class TooManyStreams(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass(eq=False)
 class Subscriber:
     job_id: str
+    client: str = ""  # whose stream (a hash of the token; the address without auth): the per-token cap
     latest: dict | None = None  # the newest event; {"state": "deleted"} once the job is gone
     state: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -32,6 +39,10 @@ class JobEvents:
     def __init__(self, svc: Services, loop: asyncio.AbstractEventLoop):
         self.svc, self.loop = svc, loop
         self.subs: dict[str, set[Subscriber]] = {}  # touched on the loop only
+        self.per_client: dict[str, int] = {}
+        self.open = 0
+        self.max_total = svc.cfg.max_event_streams
+        self.max_per_client = svc.cfg.max_event_streams_per_token
         self.gauge = Gauge("spark_event_streams", "open job event streams", registry=svc.metrics.registry)
 
     def event(self, job_id: str) -> dict:
@@ -58,9 +69,18 @@ class JobEvents:
             sub.latest, sub.state = event, event["state"]
             sub.ready.set()
 
-    def subscribe(self, job_id: str) -> Subscriber:
-        sub = Subscriber(job_id)
+    def subscribe(self, job_id: str, client: str = "") -> Subscriber:
+        """A new stream's subscription; raises TooManyStreams past the overall or the per-token cap."""
+        if self.open >= self.max_total:
+            raise TooManyStreams(f"the server holds its limit of {self.max_total} event streams "
+                                 "(SPARK_MAX_EVENT_STREAMS); poll GET /jobs/{id} or retry later")
+        if self.per_client.get(client, 0) >= self.max_per_client:
+            raise TooManyStreams(f"this token holds its limit of {self.max_per_client} event streams "
+                                 "(SPARK_MAX_EVENT_STREAMS_PER_TOKEN); close one, poll GET /jobs/{id}, or retry later")
+        sub = Subscriber(job_id, client)
         self.subs.setdefault(job_id, set()).add(sub)
+        self.open += 1
+        self.per_client[client] = self.per_client.get(client, 0) + 1
         self.gauge.inc()
         return sub
 
@@ -68,6 +88,12 @@ class JobEvents:
         subs = self.subs.get(sub.job_id)
         if subs is not None and sub in subs:
             subs.discard(sub)
+            self.open -= 1
+            left = self.per_client.get(sub.client, 1) - 1
+            if left > 0:
+                self.per_client[sub.client] = left
+            else:
+                self.per_client.pop(sub.client, None)
             self.gauge.dec()
             if not subs:
                 del self.subs[sub.job_id]
@@ -77,17 +103,25 @@ def sse(event: dict) -> bytes:
     return f"event: job\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
-async def stream(hub: JobEvents, sub: Subscriber, first: dict):
-    """The job's events until it ends (the last one carries its stems) or the client leaves."""
+async def stream(hub: JobEvents, sub: Subscriber, first: dict, max_s: float | None = None):
+    """The job's events until it ends (the last one carries its stems), the client leaves, or `max_s` pass
+    (then the stream ends; an EventSource reconnects by itself after `retry`, and takes its turn again)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s if max_s else None
     try:
         yield b"retry: 3000\n\n" + sse(first)
         if first["state"] in FINISHED:
             return
         while True:
+            wait = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - loop.time())
+            if wait <= 0:
+                yield b": the stream's time is up (SPARK_EVENT_STREAM_S); reconnect to go on\n\n"
+                return
             try:
-                await asyncio.wait_for(sub.ready.wait(), HEARTBEAT_S)
+                await asyncio.wait_for(sub.ready.wait(), wait)
             except asyncio.TimeoutError:
-                yield b": keep-alive\n\n"
+                if deadline is None or loop.time() < deadline:
+                    yield b": keep-alive\n\n"
                 continue
             sub.ready.clear()
             event = sub.latest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import re
@@ -45,8 +46,9 @@ def too_large(limit: int) -> ApiError:
 class _FileSink:
     """Collects file bytes from the parser callbacks; the caller flushes them to disk off the loop."""
 
-    def __init__(self, path: Path, limit: int):
+    def __init__(self, path: Path, limit: int, digest: bool = False):
         self.path, self.limit = path, limit
+        self.sha = hashlib.sha256() if digest else None
         self.size = 0
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -62,19 +64,26 @@ class _FileSink:
     async def flush(self, force: bool = False) -> None:
         if self.pending and (force or self.pending_size >= FLUSH_BYTES):
             data, self.pending, self.pending_size = b"".join(self.pending), [], 0
-            await anyio.to_thread.run_sync(self.fh.write, data)
+            await anyio.to_thread.run_sync(self._write, data)
         if force:
             await anyio.to_thread.run_sync(self.fh.flush)  # so close() has nothing left to fail on
+
+    def _write(self, data: bytes) -> None:
+        if self.sha is not None:
+            self.sha.update(data)
+        self.fh.write(data)
 
     def close(self) -> None:
         self.fh.close()
 
 
-async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dict[str, str], dict | None]:
+async def receive_multipart(request, upload_path: Path, limit: int,
+                            digest: bool = False) -> tuple[dict[str, str], dict | None]:
     """Stream a multipart body: form fields -> dict, the `file` part -> upload_path.
 
-    Returns (fields, {"filename", "bytes"} or None). Nothing is parsed before the caller is authenticated
-    (the auth middleware answers first), and memory holds at most ~1 MB of the file.
+    Returns (fields, {"filename", "bytes"} or None; with `digest`, also "sha256" of the file). Nothing is
+    parsed before the caller is authenticated (the auth middleware answers first), and memory holds at most
+    ~1 MB of the file.
     """
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -114,7 +123,7 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
         if name == "file":
             if sink is not None:
                 raise ApiError(422, "invalid_input", "only one `file` part is allowed", field="file")
-            sink = _FileSink(upload_path, limit)
+            sink = _FileSink(upload_path, limit, digest)
             file_info = {"filename": disp.get(b"filename", b"").decode("utf-8", "replace")}
             state["field"] = None
         else:
@@ -153,6 +162,8 @@ async def receive_multipart(request, upload_path: Path, limit: int) -> tuple[dic
                            "boundary (the upload was cut short)")
         if sink is not None:
             await sink.flush(force=True)
+            if sink.sha is not None:
+                file_info["sha256"] = sink.sha.hexdigest()
     except ApiError:
         raise
     except OSError as e:
@@ -183,13 +194,27 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
     if not addrs:
         raise ApiError(422, "bad_url", f"url: cannot resolve host {host!r}", field="url")
     for addr in addrs:
-        why = urlguard.problem(addr)
-        if why and urlguard.always_refused(why):
-            raise ApiError(422, "url_refused", f"url: the target is not a unicast address: {why}", field="url")
-        if why and not allow_private:
-            raise ApiError(422, "url_refused", f"url: the target is not a public address: {why}; the operator "
-                           "can allow private targets with SPARK_ALLOW_PRIVATE_URLS=1", field="url")
+        judge(addr, allow_private)
     return str(addrs[0])
+
+
+def judge(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> None:
+    """Raise 422 url_refused when `addr` may not be contacted."""
+    why = urlguard.problem(addr)
+    if why and urlguard.always_refused(why):
+        raise ApiError(422, "url_refused", f"url: the target is not a unicast address: {why}", field="url")
+    if why and not allow_private:
+        raise ApiError(422, "url_refused", f"url: the target is not a public address: {why}; the operator "
+                       "can allow private targets with SPARK_ALLOW_PRIVATE_URLS=1", field="url")
+
+
+def check_literal(host: str, allow_private: bool) -> None:
+    """A host that is an IP literal is judged at once (no DNS needed); a name is judged once resolved."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return
+    judge(addr, allow_private)
 
 
 def check_url(url: str) -> tuple[str, str, int, str]:

@@ -135,8 +135,8 @@ class Runner:
         facts["torch"] = str(sep.pack.torch_device())
         onnx = {}
         for key in sep.pack.resident():
-            if key.startswith("onnx:"):
-                session = sep.pack.onnx(key[5:])
+            session = sep.pack.peek(key) if key.startswith("onnx:") else None
+            if session is not None:  # peek: never waits for a model being loaded
                 onnx = {"providers": session.get_providers(),
                         "device_id": session.get_provider_options().get("CUDAExecutionProvider", {}).get(
                             "device_id"),

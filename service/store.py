@@ -50,12 +50,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
 # Columns added after the first release: added to older databases at open.
-_ADDED = {"worker": "TEXT", "lease_until": "REAL", "idem_key": "TEXT", "source_url": "TEXT"}
+_ADDED = {"worker": "TEXT", "lease_until": "REAL", "idem_key": "TEXT", "source_url": "TEXT", "idem_hash": "TEXT"}
 _JSON_COLS = ("options", "input", "timings", "error", "stems")
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def valid_id(job_id: str) -> bool:
@@ -145,7 +149,8 @@ class Store:
 
     def insert(self, job_id: str, options: dict, input_facts: dict, pack: str | None,
                max_queued: int | None = None, idem_key: str | None = None, source_url: str | None = None,
-               state: str = "queued", owner: str | None = None, lease_s: float = 0) -> str | None:
+               state: str = "queued", owner: str | None = None, lease_s: float = 0,
+               idem_hash: str | None = None) -> str | None:
         """Add a job (queued, or downloading under `owner`'s lease); returns its id: the existing job's id
         when `idem_key` is already taken, None (nothing added) when `max_queued` jobs already wait."""
         with self._lock:
@@ -165,9 +170,9 @@ class Store:
                 now = time.time()
                 self._db.execute(
                     "INSERT INTO jobs(id, state, created_at, options, input, pack, stage, idem_key, source_url, "
-                    "worker, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "worker, lease_until, idem_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, state, now, json.dumps(options), json.dumps(input_facts), pack, state, idem_key,
-                     source_url, owner, now + lease_s if owner else None))
+                     source_url, owner, now + lease_s if owner else None, idem_hash))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:  # SQLite already rolled back after "database or disk is full"
@@ -225,11 +230,19 @@ class Store:
         return job
 
     def renew(self, held: list[tuple[str, str]], lease_s: float) -> None:
-        """Heartbeat: extend the leases of these (job id, worker) pairs (not a visible change: no listener call)."""
+        """Heartbeat: extend the leases of these (job id, worker) pairs (not a visible change: no listener call).
+        A job canceled while it ran stays held until its worker lets go (`let_go`): no one deletes its folder
+        from under that worker."""
         until = time.time() + lease_s
         with self._lock:
             self._db.executemany("UPDATE jobs SET lease_until=? WHERE id=? AND worker=? "
-                                 "AND state IN ('running','downloading')", [(until, j, w) for j, w in held])
+                                 "AND state IN ('running','downloading','canceled')", [(until, j, w) for j, w in held])
+
+    def expire_owner(self, process_id: str) -> int:
+        """The process `process_id` is known dead (its liveness lock is free): its leases end now."""
+        cur = self._exec("UPDATE jobs SET lease_until=0 WHERE worker LIKE ? ESCAPE '\\' AND lease_until > 0",
+                         (_like_prefix(process_id) + "/%",))
+        return cur.rowcount
 
     def reclaim_expired(self, max_attempts: int) -> tuple[list[dict], list[dict]]:
         """Jobs whose lease ran out (their process died): running ones are requeued, or fail once they were
@@ -286,6 +299,33 @@ class Store:
         if cur.rowcount:
             self._changed(job_id)
 
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel an active job; returns the state it had (None: it was not active). A running job stays held
+        by its worker (worker, lease) until the worker lets go: its files are the worker's to remove."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                before = row["state"] if row and row["state"] in ACTIVE else None
+                if before is not None:
+                    held = before == "running"
+                    self._db.execute(
+                        "UPDATE jobs SET state='canceled', stage='canceled', finished_at=?, source_url=NULL"
+                        + ("" if held else ", worker=NULL, lease_until=NULL") + " WHERE id=?", (time.time(), job_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        if before is not None:
+            self._changed(job_id)
+        return before
+
+    def let_go(self, job_id: str, worker: str) -> None:
+        """A worker is done with a job that ended under it (canceled, failed by the watchdog)."""
+        self._exec("UPDATE jobs SET worker=NULL, lease_until=NULL WHERE id=? AND worker=? AND state IN "
+                   "('succeeded','failed','canceled')", (job_id, worker))
+
     def finish(self, job_id: str, state: str, **fields) -> bool:
         """Move an active job to a final state; False when it was not active (e.g. canceled meanwhile)."""
         fields.update(state=state, finished_at=time.time(), worker=None, lease_until=None, source_url=None)
@@ -297,11 +337,21 @@ class Store:
             self._changed(job_id)
         return cur.rowcount == 1
 
-    def delete(self, job_id: str) -> None:
-        cur = self._exec("DELETE FROM jobs WHERE id=?", (job_id,))
+    def delete(self, job_id: str) -> bool:
+        """Delete a finished job, row and files; False (nothing done) while a worker still holds it (a job
+        canceled mid-run whose worker has not stopped yet) or when it is still active."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM jobs WHERE id=? AND state IN ('succeeded','failed','canceled') AND "
+                "(worker IS NULL OR lease_until IS NULL OR lease_until < ?) RETURNING id",
+                (job_id, time.time())).fetchone()
+            gone = row is not None or self._db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is None
+        if not gone:
+            return False
         self.delete_files(job_id)
-        if cur.rowcount:
+        if row is not None:
             self._changed(job_id)
+        return True
 
     def expired(self, ttl_s: float) -> list[str]:
         rows = self._exec("SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from . import disk
 from . import runner as rn
 from .context import Services
 from .errors import ApiError
-from .inputs import check_url  # scheme and host form only, no network
+from .inputs import check_literal, check_url  # form and IP literals only, no network
 from .inputs import fetch_url, receive_multipart, safe_name
 from .schemas import parse_bool
 from .store import new_job_id
@@ -45,11 +46,12 @@ async def read_small_body(request: Request) -> bytes:
     return body
 
 
-async def read_fields(request: Request, upload, limit: int) -> tuple[dict, dict | None]:
-    """The request's fields, and the upload's facts when a file part was streamed to `upload`."""
+async def read_fields(request: Request, upload, limit: int, digest: bool = False) -> tuple[dict, dict | None]:
+    """The request's fields, and the upload's facts when a file part was streamed to `upload` (with `digest`,
+    its sha256 too)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        fields, info = await receive_multipart(request, upload, limit)
+        fields, info = await receive_multipart(request, upload, limit, digest)
         if info:
             info["source"] = "upload"
         return fields, info
@@ -90,8 +92,9 @@ async def take_input(svc: Services, job_id: str, upload, info: dict, options: di
         raise engine_error(e) from None
     cfg = svc.cfg
     if facts["duration_s"] > cfg.max_duration_s:
-        raise ApiError(413, "too_long", f"the input lasts {facts['duration_s']:.0f} s; the limit is "
-                       f"{cfg.max_duration_s:g} s", limit_s=cfg.max_duration_s)
+        # The probe stops decoding just past the cap: the length is known to exceed it, not what it is.
+        raise ApiError(413, "too_long", f"the input lasts longer than the limit of {cfg.max_duration_s:g} s "
+                       f"({hours(cfg.max_duration_s)}); decoding stopped there", limit_s=cfg.max_duration_s)
     need = disk.need_bytes(facts, options)["total"]
     reserve = disk.reserve_bytes(cfg.data_dir, cfg.disk_reserve_mb)
     free = await anyio.to_thread.run_sync(disk.free_bytes, cfg.data_dir) - reserve
@@ -103,6 +106,28 @@ async def take_input(svc: Services, job_id: str, upload, info: dict, options: di
     return facts
 
 
+def hours(seconds: float) -> str:
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def fingerprint(options: dict, url: str | None, info: dict | None) -> str:
+    """What an Idempotency-Key stands for: the job's options and its input (the URL, or the file's sha256).
+    `wait` is left out: it is how to answer, not what to do."""
+    what = {"options": options, "url": url, "file": (info or {}).get("sha256")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def key_reused(job: dict, digest: str) -> dict:
+    """The job a retry with a known key stands for; 422 when the key was used for another request (the IETF
+    idempotency-key draft's answer to a payload mismatch)."""
+    if job.get("idem_hash") not in (None, digest):
+        raise ApiError(422, "idempotency_key_mismatch", "Idempotency-Key: this key was used for a different "
+                       "request (other options or input); use a new key for a new job", field="Idempotency-Key",
+                       job_id=job["id"])
+    return job
+
+
 def queued_line(facts: dict) -> str:
     return (f"queued: {facts['name']} ({facts['source']}, {facts['bytes']} bytes), {facts['duration_s']:.2f} s at "
             f"{facts['sample_rate']} Hz, {facts['channels']} ch")
@@ -111,30 +136,36 @@ def queued_line(facts: dict) -> str:
 async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
     """Receive and queue one job; returns (job row, wait preference or None). An upload is probed here; a URL
     job is answered at once in state `downloading` (the fetch, probe and caps run in `download`). A retry
-    with a known Idempotency-Key returns the existing job, its body unread."""
+    with a known Idempotency-Key returns the existing job when its body asks for the same job (same options
+    and input), else 422."""
     cfg, runner, st = svc.cfg, svc.runner, svc.store
     key = idempotency_key(request)
-    if key is not None:
-        existing = await anyio.to_thread.run_sync(st.by_idem_key, key)
-        if existing:
-            return existing, None
-    if runner.state in ("missing_models", "error"):
-        raise ApiError(503, "models_missing" if runner.missing else "not_ready",
-                       f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
-    counts = await anyio.to_thread.run_sync(st.counts)
-    if counts.get("queued", 0) + counts.get("downloading", 0) >= cfg.queue_size:
-        raise queue_full(svc)
+    existing = await anyio.to_thread.run_sync(st.by_idem_key, key) if key is not None else None
+    if existing is None:
+        if runner.state in ("missing_models", "error"):
+            raise ApiError(503, "models_missing" if runner.missing else "not_ready",
+                           f"the model pack is not usable ({runner.reason})", missing=runner.missing or None)
+        counts = await anyio.to_thread.run_sync(st.counts)
+        if counts.get("queued", 0) + counts.get("downloading", 0) >= cfg.queue_size:
+            raise queue_full(svc)
     job_id = new_job_id()
     job_dir = st.job_dir(job_id)
     job_dir.mkdir(parents=True)
     upload = job_dir / "upload"
     try:
-        fields, info = await read_fields(request, upload, cfg.max_upload_bytes)
+        fields, info = await read_fields(request, upload, cfg.max_upload_bytes, digest=key is not None)
         wait = fields.pop("wait", None)
         wait = None if wait is None else parse_bool("wait", wait)  # junk is a 422, not "async"
         url = fields.pop("url", None)
         try:
             options = await anyio.to_thread.run_sync(runner.normalize, fields)
+        except rn.MvsepError as e:
+            raise engine_error(e) from None
+        digest = fingerprint(options, url, info) if key is not None else None
+        if existing is not None:  # a retry: the first request's job, if this is the same request
+            await anyio.to_thread.run_sync(st.delete_files, job_id)
+            return key_reused(existing, digest), None
+        try:
             engine_opts, stems = await anyio.to_thread.run_sync(runner.translate, options)
             await anyio.to_thread.run_sync(runner.check, engine_opts, stems)
         except rn.MvsepError as e:
@@ -146,22 +177,24 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         if url:
             if not isinstance(url, str):
                 raise ApiError(422, "bad_url", "url: must be a string", field="url")
-            check_url(url)  # a malformed URL is refused now; the target is checked by the download
+            _, host, _, _ = check_url(url)  # a malformed URL is refused now
+            check_literal(host, cfg.allow_private_urls)  # so is an IP literal in a refused range; names: download
             facts = {"source": "url"}
             state, owner = "downloading", svc.downloader_id
         else:
             if not info.get("bytes"):
                 raise ApiError(422, "bad_input", "the input is empty", field="file")
+            info.pop("sha256", None)
             facts = await take_input(svc, job_id, upload, info, options)
             state, owner = "queued", None
         new_id = await anyio.to_thread.run_sync(lambda: st.insert(
             job_id, options, facts, runner.pack_kind, max_queued=cfg.queue_size, idem_key=key,
-            source_url=url, state=state, owner=owner, lease_s=cfg.lease_s))
+            source_url=url, state=state, owner=owner, lease_s=cfg.lease_s, idem_hash=digest))
         if new_id is None:
             raise queue_full(svc)
         if new_id != job_id:  # a concurrent request with the same Idempotency-Key won
             await anyio.to_thread.run_sync(st.delete_files, job_id)
-            return await anyio.to_thread.run_sync(st.get, new_id), None
+            return key_reused(await anyio.to_thread.run_sync(st.get, new_id), digest), None
         if url:
             st.log(job_id, "downloading the url")
             start_download(svc, job_id, url, options)

@@ -16,16 +16,19 @@ log = logging.getLogger("spark.supervisor")
 
 
 class Supervisor(threading.Thread):
-    """Every tick: renew the leases this process holds; requeue (or fail, after `max_attempts` runs) jobs whose
+    """Every tick: renew the leases this process holds; end at once the leases of processes known dead (`Owners`);
+    requeue (or fail, after `max_attempts` runs) jobs whose
     lease ran out; fail a job without progress for `job_stall_s`, and ask for a restart when its worker stays
     stuck in it (a hung kernel cannot be stopped from Python)."""
 
     def __init__(self, store: Store, workers: list[Worker], cfg: Config, metrics: Metrics,
                  on_finished: Callable[[str], None], request_exit: Callable[[str], None],
-                 held: Callable[[], list[tuple[str, str]]] = lambda: []):
+                 held: Callable[[], list[tuple[str, str]]] = lambda: [],
+                 dead_owners: Callable[[], list[str]] = lambda: []):
         super().__init__(name="spark-supervisor", daemon=True)
         self.store, self.workers, self.cfg, self.metrics = store, workers, cfg, metrics
         self.on_finished, self.request_exit, self.held = on_finished, request_exit, held
+        self.dead_owners = dead_owners
         self.tick = max(0.1, min(1.0, cfg.lease_s / 3))
         self.grace = min(30.0, cfg.job_stall_s)
         self._halt = threading.Event()
@@ -44,6 +47,9 @@ class Supervisor(threading.Thread):
     def beat(self) -> None:
         held = [(w.current, w.worker_id) for w in self.workers if w.current and w.stalled != w.current]
         self.store.renew(held + self.held(), self.cfg.lease_s)
+        for owner in self.dead_owners():  # a process on this data dir died (kill -9): no need to wait its leases out
+            n = self.store.expire_owner(owner)
+            log.info("process %s is gone: its %d lease(s) end now", owner, n)
         requeued, failed = self.store.reclaim_expired(self.cfg.max_attempts)
         for job in requeued:
             self.store.log(job["id"], f"the process running this job (attempt {job['attempts']}) stopped; "

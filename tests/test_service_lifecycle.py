@@ -315,12 +315,13 @@ def test_idempotency_key_and_the_bounded_wait(tmp_path, vocals_pack):
                 again = c.post("/jobs", files={"file": f}, data={"stems": "vocals"}, headers={"Idempotency-Key": "k1"})
             assert again.status_code == 202 and again.json()["id"] == first
             r = c.post("/jobs", json={"url": "http://127.0.0.1:1/x.wav"}, headers={"Idempotency-Key": "k1"})
-            assert r.json()["id"] == first  # the key decides, not the body
+            assert r.status_code == 422 and r.json()["error"] == "idempotency_key_mismatch"  # another body
             assert c.post("/jobs", json={"url": "http://x/"}, headers={"Idempotency-Key": "a b"}).status_code == 422
             assert len(c.get("/jobs").json()["jobs"]) == 2
             wait_job(c, first)
             wait_job(c, other)
-            r = c.post("/separate", json={"url": "http://127.0.0.1:1/x.wav"}, headers={"Idempotency-Key": "k1"})
+            with open(wav, "rb") as f:
+                r = c.post("/separate", files={"file": f}, data={"stems": "vocals"}, headers={"Idempotency-Key": "k1"})
             assert r.status_code == 200 and r.headers["x-spark-job-id"] == first  # the first job's result
             assert sf.info(io.BytesIO(r.content)).frames == 4 * 44100
     finally:

@@ -16,6 +16,7 @@ from ..submit import submit
 from ..views import download, get_job, job_out
 
 router = APIRouter(tags=["jobs"])
+DELETE_WAIT_S = 10.0  # a DELETE waits this long for a canceled job's worker to let go
 
 MULTIPART_SCHEMA = {
     "type": "object", "required": [],
@@ -103,17 +104,32 @@ def get_job_route(svc: Svc, job_id: str):
 
 @router.delete("/jobs/{job_id}", response_model=Job, responses={204: {}},
                summary="Cancel a queued or running job and delete its files; delete a finished job")
-def delete_job(svc: Svc, job_id: str):
-    job = get_job(svc, job_id)
+async def delete_job(svc: Svc, job_id: str):
+    job = await anyio.to_thread.run_sync(get_job, svc, job_id)
     st = svc.store
     if job["state"] in FINISHED:
-        st.delete(job_id)
+        await delete_finished(svc, job_id)
         return Response(status_code=204)
-    svc.cancel(job_id)  # a running job stops within one engine window, then its files go
-    if st.finish(job_id, "canceled", stage="canceled"):
+    svc.cancel(job_id)  # a running job stops within one engine window, then its worker removes its files
+    before = await anyio.to_thread.run_sync(st.cancel, job_id)
+    if before is not None:
         st.log(job_id, "canceled by the caller")
-        if svc.running_on(job_id) is None:
-            st.delete_files(job_id)
+        if before != "running":  # no worker holds it: its files go now
+            await anyio.to_thread.run_sync(st.delete_files, job_id)
             svc.metrics.jobs.labels("canceled").inc()
     svc.wake(job_id)
-    return job_out(svc, st.get(job_id))
+    job = await anyio.to_thread.run_sync(st.get, job_id)
+    if job is None:
+        raise ApiError(410, "gone", "the job was deleted")
+    return job_out(svc, job)
+
+
+async def delete_finished(svc: Services, job_id: str) -> None:
+    """Delete a finished job. One canceled mid-run is still held by its worker until the engine stops (within
+    one window): wait for that (bounded) rather than remove the folder from under the worker."""
+    deadline = asyncio.get_running_loop().time() + DELETE_WAIT_S
+    while not await anyio.to_thread.run_sync(svc.store.delete, job_id):
+        if asyncio.get_running_loop().time() > deadline:
+            raise ApiError(409, "still_stopping", "the job was canceled and its worker is still stopping; retry "
+                           "the DELETE in a few seconds", headers={"Retry-After": "2"})
+        await asyncio.sleep(0.1)

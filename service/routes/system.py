@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
@@ -14,6 +15,8 @@ from ..schemas import QueueState, Ready, Status, WorkerState
 
 open_router = APIRouter()  # no auth (TokenAuth.OPEN)
 router = APIRouter(tags=["service"])
+# /status and /metrics run on threads of their own: a thread pool full of other requests never delays them.
+PROBE_THREADS = anyio.CapacityLimiter(4)
 
 
 @open_router.get("/health", tags=["service"], summary="Liveness (no auth)")
@@ -23,7 +26,7 @@ async def health():  # async: answers even when the thread pool is busy
 
 @router.get("/ready", response_model=Ready, summary="200 once the model pack is loaded",
             responses={503: {"model": Ready}})
-def ready(svc: Svc):
+async def ready(svc: Svc):  # attribute reads only: on the loop
     runner = svc.runner
     body = Ready(ready=runner.state == "ready", reason=runner.reason, pack=runner.pack_kind,
                  missing=runner.missing, recipes=runner.recipes)
@@ -31,7 +34,11 @@ def ready(svc: Svc):
 
 
 @router.get("/status", response_model=Status)
-def status(svc: Svc):
+async def status(svc: Svc):
+    return await anyio.to_thread.run_sync(_status, svc, limiter=PROBE_THREADS)
+
+
+def _status(svc) -> Status:
     cfg, runner = svc.cfg, svc.runner
     counts = svc.store.counts()
     workers = [WorkerState(id=w.worker_id, device=w.device, facts=runner.facts(w.slot), job=w.current,
@@ -56,7 +63,11 @@ def recipes(svc: Svc):
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus text")
-def prometheus(svc: Svc):
+async def prometheus(svc: Svc):
+    return await anyio.to_thread.run_sync(_prometheus, svc, limiter=PROBE_THREADS)
+
+
+def _prometheus(svc) -> Response:
     counts = svc.store.counts()
     svc.metrics.queue_depth.set(counts.get("queued", 0))
     svc.metrics.ready.set(1 if svc.runner.state == "ready" else 0)
