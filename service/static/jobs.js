@@ -24,7 +24,8 @@ export function stageName(job) {
     return `Separating ${/vocal/i.test(st) ? 'vocals' : 'the instruments'}: model ${n}`;
   }
   return { 'load models': 'Loading the models', decode: 'Reading the input', encode: 'Writing the stems',
-    queued: 'Waiting in the queue', running: 'Starting', downloading: 'Fetching the URL' }[st] || st || 'Starting';
+    queued: 'Waiting in the queue', running: 'Starting', starting: 'Starting', packing: 'Packing the stems',
+    done: 'Done', downloading: 'Fetching the URL' }[st] || st || 'Starting';
 }
 
 // The server's ETA swings when a stage is faster or slower than the last; shown as a range once steady.
@@ -56,7 +57,7 @@ export function title(job) {
 
 function subtitle(job) {
   const o = job.options || {};
-  const when = new Date(job.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const when = new Date(job.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
   return `${when} · ${o.recipe || 'mdx23'} · ${(o.stems || []).join(', ')}`;
 }
 
