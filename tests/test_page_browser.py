@@ -91,7 +91,8 @@ def focused(driver) -> str:
     """A short description of the focused element: its id, else tag.class[aria-label]."""
     return driver.execute_script("""
         const e = document.activeElement;
-        return e.id || `${e.tagName.toLowerCase()}.${[...e.classList].join('.')}[${e.getAttribute('aria-label') || ''}]`;""")
+        const label = e.getAttribute('aria-label') || '';
+        return e.id || `${e.tagName.toLowerCase()}.${[...e.classList].join('.')}[${label}]`;""")
 
 
 def tab_to(driver, match, limit: int = 80) -> str:
@@ -175,7 +176,8 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     big, long_ = tmp_path / "big.wav", tmp_path / "long.wav"
     sf.write(str(big), np.zeros((int(MAX_UPLOAD_MB * 1048576 / 4) + 44100, 2), np.int16), 44100)
     sf.write(str(long_), np.zeros(8000 * (MAX_DURATION_S + 60), np.int16), 8000)
-    for path, words in ((big, "this server takes files up to 20.0 MB"), (long_, "lasts 11 min; this server takes up to 10 min")):
+    for path, words in ((big, "this server takes files up to 20.0 MB"),
+                        (long_, "lasts 11 min; this server takes up to 10 min")):
         d.find_element(By.ID, "file").send_keys(str(path))
         d.find_element(By.ID, "send").click()
         wait(d, lambda d, w=words: w in visible_text(d, "#submit-msg"), what=f"refused before upload: {words}")
