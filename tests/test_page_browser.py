@@ -323,6 +323,25 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     assert not problems, problems
 
 
+def test_eta_is_withheld_until_steady_then_moves_slowly(server, browser):
+    """The page's ETA over the server's raw estimates (one every 2 s): the issue's swing (30 s -> 268 s within
+    18 s on a 150 s file) shows no number; a steady run shows a range that changes little."""
+    d = browser
+    login(d, server)
+    words = d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/ui/jobs.js').then(({ smoothEta, etaWords }) => {
+          const run = (raws) => { let e = null; return raws.map((r, i) => { e = smoothEta(e, r, 2 * i);
+                                                                        return etaWords(e, 2 * i); }); };
+          done({ swing: run([30, 45, 70, 110, 150, 190, 220, 245, 260, 268]),
+                 steady: run([600, 560, 640, 570, 590, 610, 560, 580, 600, 540, 620, 570]) });
+        });""")
+    assert set(words["swing"][:8]) == {"estimating the time left…"}, words  # no number while it climbs
+    shown = [w for w in words["steady"] if w != "estimating the time left…"]
+    assert len(shown) >= 6 and len(set(shown)) <= 2, words  # a range, not a number every 2 s
+    assert all(w.startswith("about ") and w.endswith(" min left") for w in shown), shown
+
+
 def test_cinematic_from_the_page(server, browser):
     d = browser
     login(d, server)

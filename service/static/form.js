@@ -14,7 +14,7 @@ export function initForm(catalogue, onQueued) {
   for (const r of catalogue.recipes) {
     const o = document.createElement('option');
     o.value = r.name;
-    o.textContent = r.available ? `${r.name}: ${r.summary}` : `${r.name} (not in this pack)`;
+    o.textContent = r.available ? r.name : `${r.name} (not in this pack)`;
     o.disabled = !r.available;
     sel.append(o);
   }
@@ -72,6 +72,7 @@ function renderRecipe(form = saved.get('form', {})) {
   const box = $('#stems');
   box.querySelectorAll('.stem').forEach((el) => el.remove());
   if (!r) return;
+  $('#recipe-help').textContent = r.summary || '';
   const same = form.recipe === r.name;
   for (const s of r.stems) {
     const lab = document.createElement('label');

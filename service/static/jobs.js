@@ -28,21 +28,32 @@ export function stageName(job) {
     done: 'Done', downloading: 'Fetching the URL' }[st] || st || 'Starting';
 }
 
-// The server's ETA swings when a stage is faster or slower than the last; shown as a range once steady.
+// The server's ETA swings when a stage is faster or slower than the last. Each new estimate is blended into the
+// previous one (aged by the time since); nothing is shown until the last estimates agree within 1.5x over 6 s,
+// then a range that moves slowly.
+export function smoothEta(e, raw, now) {
+  if (!e) return { first: now, last: now, value: raw, raw, recent: [raw], shown: false };
+  if (raw === e.raw) return e;
+  const aged = Math.max(0, e.value - (now - e.last));
+  const recent = [...e.recent, raw].slice(-4);
+  const steady = recent.length >= 4 && Math.max(...recent) <= 1.5 * Math.min(...recent) && now - e.first >= 6;
+  return { first: e.first, last: now, value: 0.8 * aged + 0.2 * raw, raw, recent, shown: e.shown || steady };
+}
+
+export function etaWords(e, now) {
+  if (!e || !e.shown) return 'estimating the time left…';
+  const left = Math.max(0, e.value - (now - e.last));
+  if (left < 60) return 'under a minute left';
+  const lo = Math.max(1, Math.floor(left * 0.85 / 60)), hi = Math.ceil(left * 1.15 / 60);
+  return `about ${lo}–${Math.max(hi, lo + 1)} min left`;
+}
+
 function etaText(job) {
   if (job.state !== 'running' || job.eta_s == null) { J.eta.delete(job.id); return ''; }
   const now = Date.now() / 1000;
-  let e = J.eta.get(job.id);
-  if (!e) { e = { first: now, last: now, value: job.eta_s, n: 0 }; J.eta.set(job.id, e); }
-  if (job.eta_s !== e.raw) { // a new sample: the previous estimate, aged, blended with it
-    const aged = Math.max(0, e.value - (now - e.last));
-    e.value = e.n ? 0.8 * aged + 0.2 * job.eta_s : job.eta_s;
-    e.last = now; e.n++; e.raw = job.eta_s;
-  }
-  if (e.n < 4 || now - e.first < 6) return 'estimating the time left…';
-  const left = Math.max(0, e.value - (now - e.last));
-  const lo = left * 0.8, hi = left * 1.25;
-  return left < 60 ? 'under a minute left' : `about ${fmtDuration(lo)} to ${fmtDuration(hi)} left`;
+  const e = smoothEta(J.eta.get(job.id), job.eta_s, now);
+  J.eta.set(job.id, e);
+  return etaWords(e, now);
 }
 
 function statusText(job) {
