@@ -5,7 +5,10 @@ The tests share one server and one browser and run in file order (each leaves th
 """
 from __future__ import annotations
 
+import functools
+import http.server
 import shutil
+import threading
 import time
 import zipfile
 
@@ -30,7 +33,7 @@ MAX_UPLOAD_MB, MAX_DURATION_S = 20, 600  # small caps, so the page's own checks 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("page") / "data", None, SPARK_DEMO_PACK="1",
+    srv = Server(tmp_path_factory.mktemp("page") / "data", None, SPARK_DEMO_PACK="1", SPARK_ALLOW_PRIVATE_URLS=1,
                  SPARK_MAX_UPLOAD_MB=MAX_UPLOAD_MB, SPARK_MAX_DURATION_S=MAX_DURATION_S).start()
     yield srv
     srv.stop()
@@ -278,6 +281,8 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
                                        if li.get_attribute("id") not in before), None), what="new job selected")
 
     first, second = submit_clip(), submit_clip()
+    subs = [d.find_element(By.CSS_SELECTOR, f"#job-{j} .sub").text for j in (first, second)]
+    assert subs[0] != subs[1] and all("mdx23 · vocals, instrumental" in x for x in subs), subs  # two of one file
     for p in (server.data_dir / "jobs" / second).glob("input*"):
         p.unlink()
     d.find_element(By.CSS_SELECTOR, f"#job-{first} button.open").click()
@@ -325,21 +330,48 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
 
 def test_eta_is_withheld_until_steady_then_moves_slowly(server, browser):
     """The page's ETA over the server's raw estimates (one every 2 s): the issue's swing (30 s -> 268 s within
-    18 s on a 150 s file) shows no number; a steady run shows a range that changes little."""
+    18 s on a 150 s file) shows no number; a steady run shows a range that changes little. And the server's
+    validation messages lose the validator's wording."""
     d = browser
     login(d, server)
     words = d.execute_async_script("""
         const done = arguments[arguments.length - 1];
-        import('/ui/jobs.js').then(({ smoothEta, etaWords }) => {
+        Promise.all([import('/ui/jobs.js'), import('/ui/util.js')]).then(([jobs, util]) => {
+          const { smoothEta, etaWords } = jobs, { humanMessage } = util;
           const run = (raws) => { let e = null; return raws.map((r, i) => { e = smoothEta(e, r, 2 * i);
                                                                         return etaWords(e, 2 * i); }); };
-          done({ swing: run([30, 45, 70, 110, 150, 190, 220, 245, 260, 268]),
+          done({ swing: run([30, 45, 70, 110, 150, 190, 220, 245, 260, 268]), plain: [
+                   'options: Value error, stems: vocals not made by recipe cinematic',
+                   `sample_rate: Input should be 'native' or 44100`].map(humanMessage),
                  steady: run([600, 560, 640, 570, 590, 610, 560, 580, 600, 540, 620, 570]) });
         });""")
+    assert words["plain"] == ["stems: vocals not made by recipe cinematic",  # no validator wording
+                              "sample rate must be 'native' or 44100"], words["plain"]
     assert set(words["swing"][:8]) == {"estimating the time left…"}, words  # no number while it climbs
     shown = [w for w in words["steady"] if w != "estimating the time left…"]
     assert len(shown) >= 6 and len(set(shown)) <= 2, words  # a range, not a number every 2 s
     assert all(w.startswith("about ") and w.endswith(" min left") for w in shown), shown
+
+
+def test_url_job_is_titled_by_its_file_name(server, browser):
+    d = browser
+    login(d, server)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CLIP.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        d.find_element(By.ID, "url").send_keys(f"http://127.0.0.1:{web.server_address[1]}/{CLIP.name}?v=1")
+        d.find_element(By.ID, "send").click()
+        wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
+        li = d.find_element(By.CSS_SELECTOR, "#job-list li.selected")
+        job_id = li.get_attribute("id")[4:]
+        names = {li.find_element(By.CSS_SELECTOR, ".name").text, d.find_element(By.ID, "d-title").text}
+        assert names <= {CLIP.name, CLIP.stem} and job_id[:8] not in str(names), names
+        d.find_element(By.ID, "d-cancel").click()
+        wait(d, lambda d: "canceled" in visible_text(d, "#d-error"), what="canceled")
+        web.shutdown()
+    d.find_element(By.ID, "d-delete").click()
+    d.find_element(By.ID, "d-really").click()
+    wait(d, lambda d: not d.find_elements(By.ID, f"job-{job_id}"), what="job removed")
 
 
 def test_cinematic_from_the_page(server, browser):

@@ -69,7 +69,7 @@ export function title(job) {
 function subtitle(job) {
   const o = job.options || {};
   const when = new Date(job.created_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-  return `${when} · ${o.recipe || 'mdx23'} · ${(o.stems || []).join(', ')}`;
+  return `${when} · ${o.recipe || 'mdx23'} · ${(o.stems || []).join(', ')} · #${job.id.slice(0, 6)}`;
 }
 
 export function updateJob(job) {
