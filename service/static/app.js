@@ -8,6 +8,7 @@ import { togglePlay, redraw } from './player.js';
 
 const MEDIA_COOKIE_RENEW_MS = 5 * 60 * 1000; // the cookie lives 15 min
 let timers = [];
+let packState = null; // the catalogue is read again when the pack's state changes (loading -> ready)
 
 function banner(text) { show($('#banner'), text); }
 J.banner = banner;
@@ -45,7 +46,7 @@ function logout(message) {
   if (S.token) fetch('/media-cookie', { method: 'DELETE', headers: { Authorization: 'Bearer ' + S.token } }).catch(() => {});
   sessionStorage.removeItem('spark-token');
   S.token = null;
-  timers.forEach(clearInterval); timers = [];
+  timers.forEach(clearInterval); timers = []; packState = null;
   stopAll();
   $('#app').hidden = true; $('#logout').hidden = true; $('#login').hidden = false;
   $('#server-status').textContent = '';
@@ -55,7 +56,13 @@ function logout(message) {
 }
 S.onUnauthorized = logout;
 
+async function reloadCatalogue() {
+  try { initForm(await apiJson('/recipes'), onQueued); } catch (e) { if (!quiet(e)) banner(`Cannot read what this server can do: ${e.message}`); }
+}
+
 function renderStatus(st) {
+  if (packState !== null && packState !== st.pack.state) reloadCatalogue();
+  packState = st.pack.state;
   const q = st.queue;
   const pack = st.pack.kind === 'demo' ? 'DEMO pack (demo quality)' : `pack ${st.pack.kind || '?'} (${st.pack.state})`;
   $('#server-status').textContent = `${pack} · ${q.running} running · ${q.queued}/${q.capacity} queued`;
