@@ -6,6 +6,7 @@ The tests share one server and one browser and run in file order (each leaves th
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import shutil
 import threading
@@ -54,7 +55,7 @@ def browser(downloads):
                 "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update"):
         opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                            "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -516,6 +517,7 @@ def test_a_45_minute_stem_streams_with_a_bounded_heap(server, browser):
     wait(d, lambda d: d.execute_script("const a = document.querySelector('.track audio');"
                                        "return a && a.readyState >= 1 && a.duration") , 60, "metadata")
     assert abs(d.execute_script("return document.querySelector('.track audio').duration") - 2700) < 1
+    d.get_log("performance")  # drop what came before: the network log from here on
     d.find_element(By.ID, "play").click()
     heap = []
     for at in (0, 600, 1800, 2690, 60, 1200):
@@ -527,7 +529,17 @@ def test_a_45_minute_stem_streams_with_a_bounded_heap(server, browser):
     src = d.execute_script("return document.querySelector('.track audio').currentSrc")
     assert src == server.base + f"/jobs/{job_id}/stems/vocals"  # streamed from the server, not a blob
     assert max(heap) < 300 * 2**20, heap
-    print(f"45-minute float WAV stem (952 MB): JS heap while playing and seeking {max(heap) / 2**20:.1f} MB max")
+    # The network log: the stem came in Range requests, a small part of its 952 MB (no whole-file fetch).
+    events = [json.loads(e["message"])["message"] for e in d.get_log("performance")]
+    ids = {e["params"]["requestId"]: e["params"]["request"]["headers"] for e in events
+           if e["method"] == "Network.requestWillBeSent" and e["params"]["request"]["url"].endswith("/stems/vocals")}
+    ranges = [h.get("Range") or h.get("range") for h in ids.values()]
+    got = sum(e["params"]["dataLength"] for e in events
+              if e["method"] == "Network.dataReceived" and e["params"]["requestId"] in ids)
+    assert ids and all(r and r.startswith("bytes=") for r in ranges), ranges
+    assert got < 200 * 2**20, got
+    print(f"45-minute float WAV stem (952 MB): JS heap while playing and seeking {max(heap) / 2**20:.1f} MB max; "
+          f"{len(ids)} Range requests, {got / 2**20:.1f} MB received")
     shot(d, "19-long-stem-playing")
     d.find_element(By.ID, "play").click()
     with server.client() as c:
