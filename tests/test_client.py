@@ -379,3 +379,20 @@ def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_pa
     with srv.client() as c:
         opts = c.get(f"/jobs/{res['job_id']}").json()["options"]
     assert opts["recipe"] == "cinematic" and opts["layout"] == "stereo" and opts["mono"] is True
+
+
+def test_the_eta_is_withheld_until_steady():
+    from spark_client.cli import SteadyEta
+    now = [0.0]
+    eta = SteadyEta(clock=lambda: now[0])
+    swing = []
+    for raw in (30, 45, 70, 110, 150, 190, 220):  # the climb on a 150 s file, one estimate per 2 s
+        swing.append(eta.words(raw))
+        now[0] += 2
+    assert set(swing) == {"estimating the time left"}
+    eta, shown = SteadyEta(clock=lambda: now[0]), []
+    for raw in (600, 560, 640, 570, 590, 610, 560, 580, 600):
+        shown.append(eta.words(raw))
+        now[0] += 2
+    assert shown[:3] == ["estimating the time left"] * 3 and set(shown[3:]) == {"about 8-12 min left"}, shown
+    assert eta.words(None) == ""

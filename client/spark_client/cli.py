@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -128,6 +129,32 @@ def _ext(job: dict) -> str:
     return "wav" if fmt.startswith("wav") else fmt
 
 
+class SteadyEta:
+    """The server's ETA swings between stages: shown only once its last 4 estimates agree within 1.5x, then as a
+    smoothed range (the page does the same)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.recent, self.value, self.last, self.raw, self.steady = clock, [], None, None, None, False
+
+    def words(self, raw: float | None) -> str:
+        if raw is None:
+            return ""
+        now = self.clock()
+        if raw != self.raw:
+            aged = None if self.value is None else max(0.0, self.value - (now - self.last))
+            self.value = raw if aged is None else 0.8 * aged + 0.2 * raw
+            self.last, self.raw = now, raw
+            self.recent = (self.recent + [raw])[-4:]
+            self.steady = self.steady or (len(self.recent) == 4 and max(self.recent) <= 1.5 * min(self.recent))
+        if not self.steady:
+            return "estimating the time left"
+        left = max(0.0, self.value - (now - self.last))
+        if left < 60:
+            return "under a minute left"
+        lo, hi = max(1, int(left * 0.85 // 60)), -(-left * 1.15 // 60)
+        return f"about {lo}-{max(int(hi), lo + 1)} min left"
+
+
 class Bars:
     """One progress bar per job on stderr (plain lines per stage when stderr is not a terminal)."""
 
@@ -156,13 +183,14 @@ class Bars:
 
     def job(self, name: str):
         b = self.bar("job:" + name, name, 100)
+        eta = SteadyEta()
 
         def cb(job):
             stage = job.get("stage") or job["state"]
             if b is not None:
                 b.update(round(job["progress"] * 100, 1) - b.n)
-                eta = f", ~{job['eta_s']:.0f} s left" if job.get("eta_s") is not None else ""
-                b.set_postfix_str(f"{stage}{eta}")
+                left = eta.words(job.get("eta_s") if job["state"] == "running" else None)
+                b.set_postfix_str(f"{stage}{', ' + left if left else ''}")
             elif not self.quiet and self.stages.get(name) != stage:
                 self.stages[name] = stage
                 print(f"{name}: {stage} ({job['progress'] * 100:.0f}%)", file=sys.stderr, flush=True)
