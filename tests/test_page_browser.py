@@ -512,12 +512,20 @@ def test_a_45_minute_stem_streams_with_a_bounded_heap(server, browser):
     d = browser
     job_id = finished_long_job(server.data_dir, 45 * 60)
     login(d, server)
+    # the download cookie gone (e.g. it ran out while the machine slept): the player renews it and plays
+    d.execute_cdp_cmd("Network.deleteCookies", {"name": "spark_media", "url": server.base + "/jobs/"})
     wait(d, lambda d: d.find_elements(By.ID, f"job-{job_id}"), what="the long job listed")
     d.find_element(By.CSS_SELECTOR, f"#job-{job_id} button.open").click()
     wait(d, lambda d: d.execute_script("const a = document.querySelector('.track audio');"
                                        "return a && a.readyState >= 1 && a.duration") , 60, "metadata")
     assert abs(d.execute_script("return document.querySelector('.track audio').duration") - 2700) < 1
-    d.get_log("performance")  # drop what came before: the network log from here on
+    statuses = [(m["params"]["response"]["url"], m["params"]["response"]["status"]) for m in
+                (json.loads(e["message"])["message"] for e in d.get_log("performance"))
+                if m["method"] == "Network.responseReceived"]  # the network log so far; from here on, play
+    stem_url = server.base + f"/jobs/{job_id}/stems/vocals"
+    assert (stem_url, 401) in statuses, statuses
+    refused = statuses.index((stem_url, 401))
+    assert (server.base + "/media-cookie", 204) in statuses[refused:], statuses  # renewed after the refusal
     d.find_element(By.ID, "play").click()
     heap = []
     for at in (0, 600, 1800, 2690, 60, 1200):

@@ -1,7 +1,7 @@
 // The operator page (plain JS modules, no library, talks to this server only). The token lives in sessionStorage
 // and travels in the Authorization header; stems and zips stream from their own URLs, authorised by a short-lived
 // HttpOnly download cookie (service/media_cookie.py) that the page renews while it is open.
-import { $, S, api, apiJson, show, quiet, Offline, LOST, saved } from './util.js';
+import { $, S, apiJson, show, quiet, Offline, LOST, saved, renewMediaCookie } from './util.js';
 import { initForm, wireForm } from './form.js';
 import { J, active, updateJob, removeJob, stopAll, follow, select, wireDetail } from './jobs.js';
 import { togglePlay, redraw } from './player.js';
@@ -13,8 +13,8 @@ let packState = null; // the catalogue is read again when the pack's state chang
 function banner(text) { show($('#banner'), text); }
 J.banner = banner;
 
-async function renewMediaCookie() {
-  try { await api('/media-cookie', { method: 'POST' }); } catch (e) { if (!quiet(e)) banner(LOST); }
+async function renewCookie() {
+  try { await renewMediaCookie(); } catch (e) { if (!quiet(e)) banner(e instanceof Offline ? LOST : e.message); }
 }
 
 async function login(token) {
@@ -39,7 +39,7 @@ async function login(token) {
   await refresh();
   const open = saved.get('open', null); // the job open before a reload
   if (open && J.jobs.has(open)) select(open);
-  timers.push(setInterval(refresh, 5000), setInterval(renewMediaCookie, MEDIA_COOKIE_RENEW_MS));
+  timers.push(setInterval(refresh, 5000), setInterval(renewCookie, MEDIA_COOKIE_RENEW_MS));
 }
 
 function logout(message) {

@@ -193,6 +193,9 @@ function renderDetail(job, changed) {
   $('#d-title').textContent = title(job);
   $('#d-bar').value = job.progress;
   $('#d-state').textContent = statusText(job);
+  // screen readers hear the stage when it changes, not every percent
+  const spoken = job.state === 'running' ? stageName(job) : statusText(job);
+  if ($('#sr-status').textContent !== spoken) $('#sr-status').textContent = spoken;
   facts(job);
   const err = job.state === 'failed' ? `The job failed: ${humanMessage(job.error ? job.error.message : 'unknown error')}` :
     job.state === 'canceled' ? 'The job was canceled.' : '';

@@ -1,7 +1,7 @@
 // The player: one <audio> per stem streaming from the server (Range requests, the download cookie; nothing is
 // fetched whole), kept in sync; waveforms from the peaks route; solo/mute toggles with aria-pressed; each
 // waveform is a slider (arrows +-5 s, Page Up/Down +-30 s, Home/End) as well as a click target.
-import { $, api, quiet, fmtTime } from './util.js';
+import { $, api, quiet, fmtTime, renewMediaCookie } from './util.js';
 
 let P = null;
 
@@ -59,8 +59,17 @@ function makeTrack(p, stem) {
     t.audio = document.createElement('audio');
     t.audio.preload = 'metadata';
     t.audio.src = p.job.stems[stem]; // streamed with Range; the download cookie authorises it
-    t.audio.addEventListener('error', () => {
-      t.el.querySelector('.note').textContent = 'cannot play this stem (the server refused or it is gone)';
+    t.audio.addEventListener('error', async () => { // e.g. the cookie ran out while the machine slept: renew once
+      const at = t.audio.currentTime;
+      if (!t.retried && P === p) {
+        t.retried = true;
+        try {
+          await renewMediaCookie();
+          t.audio.src = p.job.stems[stem]; t.audio.currentTime = at;
+          return;
+        } catch (e) { if (quiet(e)) return; }
+      }
+      t.el.querySelector('.note').textContent = 'cannot play this stem (the server refused it, or it is gone)';
     });
     t.el.append(t.audio);
     buttons.append(toggle(p, t, 'solo', 'Solo'), toggle(p, t, 'mute', 'Mute'));

@@ -31,6 +31,12 @@ export function humanMessage(text) {
     .replace(/^(\w+): Input should be (.*)$/, (m, f, rest) => `${f.replace(/_/g, ' ')} must be ${rest}`);
 }
 
+// The download cookie (service/media_cookie.py): <audio> and download links carry it instead of the token.
+export async function renewMediaCookie() {
+  const r = await api('/media-cookie', { method: 'POST' });
+  if (!r.ok) throw new Error(await errorText(r));
+}
+
 export async function errorText(r) {
   try { const b = await r.json(); return humanMessage(b.message || b.error) || `the server answered ${r.status}`; } catch {
     return `the server answered ${r.status}`;
