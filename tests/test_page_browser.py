@@ -1,14 +1,13 @@
 """The operator page in a real browser: Debian's Chromium, headless, driven by Selenium (Debian's chromium-driver),
 against the real server with the demo pack. Screenshots of each step go to tests/out/screenshots/.
 
-The tests share one server and one browser and run in file order (each leaves the page logged in).
+The tests share one server and one browser and run in file order. tests/test_page_access.py: keyboard, errors,
+the ETA, film-length playback.
 """
 from __future__ import annotations
 
 import functools
-import json
 import http.server
-import shutil
 import threading
 import time
 import zipfile
@@ -17,27 +16,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from page_support import SHOTS, finished_long_job
-from test_service_support import ROOT, TOKEN, Server
+from browser_support import (MAX_DURATION_S, MAX_UPLOAD_MB, By, Select, chromium, drawn_pixels, login,
+                             needs_chromium, page_server, shot, visible_text, wait)
+from test_service_support import ROOT, TOKEN
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+pytestmark = needs_chromium
 CLIP = ROOT / "examples" / "dialog_over_music.flac"
-MAX_UPLOAD_MB, MAX_DURATION_S = 20, 600  # small caps, so the page's own checks can be tried with small files
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("page") / "data", None, SPARK_DEMO_PACK="1", SPARK_ALLOW_PRIVATE_URLS=1,
-                 SPARK_MAX_UPLOAD_MB=MAX_UPLOAD_MB, SPARK_MAX_DURATION_S=MAX_DURATION_S).start()
-    yield srv
-    srv.stop()
+    yield from page_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -47,91 +36,7 @@ def downloads(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(downloads):
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def shot(driver, name: str) -> None:
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
-
-
-def wait(driver, cond, timeout: float = 30, what: str = ""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d), what)
-
-
-def visible_text(driver, css: str) -> str:
-    el = driver.find_element(By.CSS_SELECTOR, css)
-    return el.text if el.is_displayed() else ""
-
-
-def drawn_pixels(driver, stem: str) -> int:
-    return driver.execute_script("""
-        const c = document.querySelector(`.track[data-stem="${arguments[0]}"] canvas`);
-        if (!c || !c.width) return 0;
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-        return n;""", stem)
-
-
-def keys(driver, *seq) -> None:
-    ActionChains(driver).send_keys(*seq).perform()
-
-
-def focused(driver) -> str:
-    """A short description of the focused element: its id, else tag.class[aria-label]."""
-    return driver.execute_script("""
-        const e = document.activeElement;
-        const label = e.getAttribute('aria-label') || '';
-        return e.id || `${e.tagName.toLowerCase()}.${[...e.classList].join('.')}[${label}]`;""")
-
-
-def tab_to(driver, match, limit: int = 80) -> str:
-    """Press Tab until the focused element's description contains `match` (the element is reachable by keys),
-    and check that the focus is visible (an outline)."""
-    for _ in range(limit):
-        keys(driver, Keys.TAB)
-        now = focused(driver)
-        if match in now:
-            outline = driver.execute_script("const s = getComputedStyle(document.activeElement);"
-                                            "return s.outlineStyle + ' ' + s.outlineWidth")
-            assert not outline.startswith("none"), (now, outline)
-            return now
-    raise AssertionError(f"{match} not reachable with Tab (last focus: {focused(driver)})")
-
-
-def login(d, server) -> None:
-    """Open the page logged in (the tab's token, or typed in)."""
-    d.get(server.base + "/")
-    wait(d, lambda d: d.find_element(By.ID, "app").is_displayed() or d.find_element(By.ID, "login").is_displayed())
-    time.sleep(0.3)
-    if not d.find_element(By.ID, "app").is_displayed():
-        d.find_element(By.ID, "token").send_keys(TOKEN, Keys.ENTER)
-    wait(d, lambda d: d.find_element(By.ID, "app").is_displayed(), what="app shown")
-
-
-def wait_job_end(d, timeout: float = 300) -> str:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        state = d.find_element(By.CSS_SELECTOR, "#job-list li.selected .state").text
-        if state in ("succeeded", "failed", "canceled"):
-            return state
-        time.sleep(0.2)
-    return state
-
+    yield from chromium(downloads)
 
 def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     d = browser
@@ -329,31 +234,6 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     assert not problems, problems
 
 
-def test_eta_is_withheld_until_steady_then_moves_slowly(server, browser):
-    """The page's ETA over the server's raw estimates (one every 2 s): the issue's swing (30 s -> 268 s within
-    18 s on a 150 s file) shows no number; a steady run shows a range that changes little. And the server's
-    validation messages lose the validator's wording."""
-    d = browser
-    login(d, server)
-    words = d.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        Promise.all([import('/ui/jobs.js'), import('/ui/util.js')]).then(([jobs, util]) => {
-          const { smoothEta, etaWords } = jobs, { humanMessage } = util;
-          const run = (raws) => { let e = null; return raws.map((r, i) => { e = smoothEta(e, r, 2 * i);
-                                                                        return etaWords(e, 2 * i); }); };
-          done({ swing: run([30, 45, 70, 110, 150, 190, 220, 245, 260, 268]), plain: [
-                   'options: Value error, stems: vocals not made by recipe cinematic',
-                   `sample_rate: Input should be 'native' or 44100`].map(humanMessage),
-                 steady: run([600, 560, 640, 570, 590, 610, 560, 580, 600, 540, 620, 570]) });
-        });""")
-    assert words["plain"] == ["stems: vocals not made by recipe cinematic",  # no validator wording
-                              "sample rate must be 'native' or 44100"], words["plain"]
-    assert set(words["swing"][:8]) == {"estimating the time left…"}, words  # no number while it climbs
-    shown = [w for w in words["steady"] if w != "estimating the time left…"]
-    assert len(shown) >= 6 and len(set(shown)) <= 2, words  # a range, not a number every 2 s
-    assert all(w.startswith("about ") and w.endswith(" min left") for w in shown), shown
-
-
 def test_url_job_is_titled_by_its_file_name(server, browser):
     d = browser
     login(d, server)
@@ -425,130 +305,3 @@ def test_reload_restores_the_open_job_and_the_form(server, browser):
     assert d.find_element(By.CSS_SELECTOR, '#stems input[value="dialog"]').is_selected()
     assert Select(d.find_element(By.ID, "opt-format")).first_selected_option.get_attribute("value") == "flac"
     shot(d, "15-after-reload")
-
-
-def test_banner_keeps_the_layout(server, browser):
-    d = browser
-    detail = d.find_element(By.ID, "detail").rect
-    d.execute_cdp_cmd("Network.enable", {})
-    d.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
-                                                           "uploadThroughput": -1})
-    try:
-        wait(d, lambda d: visible_text(d, "#banner").startswith("Lost connection to the server"), 15, "banner")
-        assert "Failed to fetch" not in d.find_element(By.TAG_NAME, "body").text
-        moved = d.find_element(By.ID, "detail").rect
-        col = d.find_element(By.CSS_SELECTOR, "main .col").rect
-        # still two columns: the detail panel beside the form, not pushed below it
-        assert moved["x"] == detail["x"] and moved["x"] > col["x"] + col["width"] - 1, (detail, moved, col)
-        form = d.find_element(By.ID, "submit").rect
-        assert abs(moved["y"] - form["y"]) < 2, (moved, form)  # side by side, below the banner
-        shot(d, "16-offline-banner")
-    finally:
-        d.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
-                                                               "downloadThroughput": -1, "uploadThroughput": -1})
-    wait(d, lambda d: not d.find_element(By.ID, "banner").is_displayed(), 15, "banner gone once back")
-
-
-def test_keyboard_only_flow(server, browser, downloads):
-    """Log in, choose a file, send, open the job, play, solo, seek, download and delete with keys only."""
-    d = browser
-    d.get(server.base + "/")
-    d.execute_script("sessionStorage.clear()")
-    d.get(server.base + "/")
-    wait(d, lambda d: d.find_element(By.ID, "token").is_displayed(), what="login")
-    tab_to(d, "token")
-    keys(d, TOKEN, Keys.ENTER)
-    wait(d, lambda d: d.find_element(By.ID, "app").is_displayed(), what="app shown")
-    tab_to(d, "file")  # the file input takes focus (its label is the visible button)
-    d.switch_to.active_element.send_keys(str(CLIP))  # what the file chooser would return
-    assert d.find_element(By.ID, "drop-text").text.startswith("dialog_over_music.flac")
-    tab_to(d, "recipe")
-    keys(d, Keys.HOME)  # the first recipe: mdx23
-    tab_to(d, "send")
-    keys(d, Keys.ENTER)
-    wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
-    assert wait_job_end(d) == "succeeded"
-    job_id = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")[4:]
-    # open another job and come back to this one with the keyboard
-    d.find_element(By.TAG_NAME, "body").click()
-    d.execute_script("document.activeElement.blur()")
-    label = tab_to(d, "button.open")
-    keys(d, Keys.ENTER)
-    opened = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")[4:]
-    assert opened == job_id, label  # the newest job is first in the list
-    assert d.find_element(By.CSS_SELECTOR, f"#job-{job_id} button.open").get_attribute("aria-current") == "true"
-    tab_to(d, "play")
-    keys(d, Keys.ENTER)
-    wait(d, lambda d: d.find_element(By.ID, "play").get_attribute("aria-pressed") == "true", what="playing")
-    tab_to(d, "[Solo vocals]")
-    keys(d, Keys.SPACE)
-    assert d.find_element(By.CSS_SELECTOR, '.track[data-stem="vocals"] button.solo').get_attribute(
-        "aria-pressed") == "true"
-    tab_to(d, "[vocals waveform")
-    before = d.execute_script("return document.querySelector('.track audio').currentTime")
-    keys(d, Keys.END)
-    after = d.execute_script("return document.querySelector('.track audio').currentTime")
-    assert after > before + 2 and after > 6, (before, after)
-    assert "of 0:08.0" in d.switch_to.active_element.get_attribute("aria-valuetext")
-    shot(d, "17-keyboard-seek")
-    for f in downloads.glob("*"):
-        f.unlink()
-    tab_to(d, "[Download vocals]")
-    keys(d, Keys.ENTER)
-    wav = wait(d, lambda d: next((p for p in downloads.glob("*.wav")), None), what="stem download")
-    wait(d, lambda d: not list(downloads.glob("*.crdownload")), what="download complete")
-    assert sf.info(str(wav)).frames == 352800
-    tab_to(d, "d-delete")
-    keys(d, Keys.ENTER)
-    assert focused(d) == "d-keep"  # the confirmation takes the focus, on the safe choice
-    ActionChains(d).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
-    assert focused(d) == "d-really"
-    keys(d, Keys.ENTER)
-    wait(d, lambda d: not d.find_elements(By.ID, f"job-{job_id}"), what="job removed")
-    shot(d, "18-keyboard-deleted")
-
-
-def test_a_45_minute_stem_streams_with_a_bounded_heap(server, browser):
-    d = browser
-    job_id = finished_long_job(server.data_dir, 45 * 60)
-    login(d, server)
-    # the download cookie gone (e.g. it ran out while the machine slept): the player renews it and plays
-    d.execute_cdp_cmd("Network.deleteCookies", {"name": "spark_media", "url": server.base + "/jobs/"})
-    wait(d, lambda d: d.find_elements(By.ID, f"job-{job_id}"), what="the long job listed")
-    d.find_element(By.CSS_SELECTOR, f"#job-{job_id} button.open").click()
-    wait(d, lambda d: d.execute_script("const a = document.querySelector('.track audio');"
-                                       "return a && a.readyState >= 1 && a.duration") , 60, "metadata")
-    assert abs(d.execute_script("return document.querySelector('.track audio').duration") - 2700) < 1
-    statuses = [(m["params"]["response"]["url"], m["params"]["response"]["status"]) for m in
-                (json.loads(e["message"])["message"] for e in d.get_log("performance"))
-                if m["method"] == "Network.responseReceived"]  # the network log so far; from here on, play
-    stem_url = server.base + f"/jobs/{job_id}/stems/vocals"
-    assert (stem_url, 401) in statuses, statuses
-    refused = statuses.index((stem_url, 401))
-    assert (server.base + "/media-cookie", 204) in statuses[refused:], statuses  # renewed after the refusal
-    d.find_element(By.ID, "play").click()
-    heap = []
-    for at in (0, 600, 1800, 2690, 60, 1200):
-        d.execute_script("const a = document.querySelector('.track audio'); a.currentTime = arguments[0];", at)
-        wait(d, lambda d, t=at: d.execute_script("const a = document.querySelector('.track audio');"
-                                                 "return !a.seeking && a.currentTime >= arguments[0] + 0.3", t),
-             60, f"playing from {at} s")
-        heap.append(d.execute_cdp_cmd("Runtime.getHeapUsage", {})["usedSize"])
-    src = d.execute_script("return document.querySelector('.track audio').currentSrc")
-    assert src == server.base + f"/jobs/{job_id}/stems/vocals"  # streamed from the server, not a blob
-    assert max(heap) < 300 * 2**20, heap
-    # The network log: the stem came in Range requests, a small part of its 952 MB (no whole-file fetch).
-    events = [json.loads(e["message"])["message"] for e in d.get_log("performance")]
-    ids = {e["params"]["requestId"]: e["params"]["request"]["headers"] for e in events
-           if e["method"] == "Network.requestWillBeSent" and e["params"]["request"]["url"].endswith("/stems/vocals")}
-    ranges = [h.get("Range") or h.get("range") for h in ids.values()]
-    got = sum(e["params"]["dataLength"] for e in events
-              if e["method"] == "Network.dataReceived" and e["params"]["requestId"] in ids)
-    assert ids and all(r and r.startswith("bytes=") for r in ranges), ranges
-    assert got < 200 * 2**20, got
-    print(f"45-minute float WAV stem (952 MB): JS heap while playing and seeking {max(heap) / 2**20:.1f} MB max; "
-          f"{len(ids)} Range requests, {got / 2**20:.1f} MB received")
-    shot(d, "19-long-stem-playing")
-    d.find_element(By.ID, "play").click()
-    with server.client() as c:
-        assert c.delete(f"/jobs/{job_id}").status_code == 204
