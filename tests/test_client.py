@@ -351,7 +351,7 @@ def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_pa
     assert offline.returncode == 0 and "cinematic: dialog, music, effects" in offline.stdout
     r = spark(srv, "recipes")
     assert r.returncode == 0 and "drums  (unavailable: the installed pack lacks" in r.stdout, r.stdout
-    assert "--high-quality" in r.stdout and "limits: 1 MB" in r.stdout
+    assert "option high_quality=False" in r.stdout and "limits: 1 MB" in r.stdout
     assert [x["name"] for x in json.loads(spark(srv, "recipes", "--json").stdout)["recipes"]] == ["mdx23", "cinematic"]
 
     # What the catalogue rules out is refused before the upload (exit 4), in plain words.
@@ -359,7 +359,9 @@ def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_pa
     for args, words in ((["--recipe", "karaoke"], "recipe karaoke: this server offers mdx23, cinematic"),
                         (["--recipe", "cinematic", "--stems", "vocals"], "stems: vocals not made by recipe cinematic"),
                         (["--stems", "vocals,drums"], "stem drums: the installed pack lacks"),
-                        ([str(media["long"])], "this server takes files up to 1 MB")):
+                        ([str(media["long"])], "this server takes files up to 1 MB"),
+                        (["--set", "high_quality=true"], "--set high_quality: not an option of recipe mdx23"),
+                        (["--set", "overlap_large"], "--set overlap_large: expected NAME=VALUE")):
         r = spark(srv, "submit", str(media["c"]), *args)
         assert r.returncode == 4 and words in r.stderr and "Value error" not in r.stderr, (args, r.stderr)
     assert job_count(srv) == before
@@ -370,7 +372,7 @@ def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_pa
     # The film options reach the job.
     r = spark(srv, "separate", str(media["c"]), "--out", str(tmp_path), "--recipe", "cinematic", "--stems",
               "dialog,background", "--layout", "stereo", "--sample-rate", "44100", "--mono", "--format", "flac",
-              "--keep", "--json")
+              "--set", "shifts=0", "--keep", "--json")
     assert r.returncode == 0, r.stderr
     (res,) = json.loads(r.stdout)
     assert sorted(res["files"]) == ["background", "dialog"]
@@ -379,6 +381,7 @@ def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_pa
     with srv.client() as c:
         opts = c.get(f"/jobs/{res['job_id']}").json()["options"]
     assert opts["recipe"] == "cinematic" and opts["layout"] == "stereo" and opts["mono"] is True
+    assert opts["shifts"] == 0  # --set reaches the job
 
 
 def test_the_eta_is_withheld_until_steady():

@@ -25,8 +25,8 @@ def describe(cat: dict) -> str:
             default = " *" if s["name"] in r.get("default_stems", []) else ""
             lines.append(f"  {s['name']}{default}{mark}")
         for o in r.get("options", []):
-            lines.append(f"  --{o['name'].replace('_', '-')}: {o.get('help', '')} (default {o.get('default')})")
-    lines.append("(* = default stems)")
+            lines.append(f"  option {o['name']}={o.get('default')}: {o.get('help', '')}")
+    lines.append("(* = default stems; set an option with --set NAME=VALUE, or its own flag where it has one)")
     opts = cat.get("options", [])
     if opts:
         lines.append("for every recipe: " + ", ".join(
@@ -87,6 +87,11 @@ def check(cat: dict | None, options: dict, sources: list[str]) -> None:
         raise Refused(f"recipe {name}: this server offers {', '.join(recipes)}")
     if not recipe.get("available", True):
         raise Refused(f"recipe {name}: not in this server's model pack (it lacks {', '.join(recipe['missing'])})")
+    known = {o["name"] for o in recipe.get("options", []) + cat.get("options", [])}
+    unknown = [k for k in options.get("extra", {}) if k not in known]
+    if unknown:
+        raise Refused(f"--set {', '.join(unknown)}: not an option of recipe {name} "
+                      f"(it takes {', '.join(sorted(known))})")
     stems = {s["name"]: s for s in recipe["stems"]}
     asked = [s.strip().lower() for s in (options.get("stems") or "").split(",") if s.strip()]
     if asked != ["all"]:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import catalogue
 from .api import Client
-from .errors import SparkError
+from .errors import Refused, SparkError
 
 EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage, 3 wrong or missing token, 4 input or options refused
 (by the server, or before the upload for what the server's catalogue rules out), 5 server unavailable or queue
@@ -64,6 +64,8 @@ def _parser(cat: dict | None = None) -> argparse.ArgumentParser:
                       help="cinematic: the mean of three checkpoints (3x the time)")
     opts.add_argument("--precision", choices=["fp32", "fp16"], help="fp16: CUDA servers only, not exact")
     opts.add_argument("--shifts", type=int)
+    opts.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                      help="any other option of the recipe (spark recipes lists them), e.g. --set overlap_large=0.8")
     recipes_text = catalogue.stems_help(cat)
 
     p = argparse.ArgumentParser(prog="spark", description="Client of the Spark separation service.",
@@ -94,11 +96,22 @@ def _parser(cat: dict | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _extra(a) -> dict:
+    out = {}
+    for item in a.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise Refused(f"--set {item}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def _options(a) -> dict:
-    return {k: v for k, v in {"recipe": a.recipe, "stems": a.stems, "format": a.format,
-                              "sample_rate": a.sample_rate, "mono": a.mono, "layout": a.layout,
-                              "high_quality": a.high_quality, "precision": a.precision,
-                              "shifts": a.shifts}.items() if v is not None}
+    named = {k: v for k, v in {"recipe": a.recipe, "stems": a.stems, "format": a.format,
+                               "sample_rate": a.sample_rate, "mono": a.mono, "layout": a.layout,
+                               "high_quality": a.high_quality, "precision": a.precision,
+                               "shifts": a.shifts}.items() if v is not None}
+    return {**_extra(a), **named}
 
 
 def _inputs(c: Client, a) -> list[str]:
@@ -111,7 +124,7 @@ def _inputs(c: Client, a) -> list[str]:
         if e.status != 404:
             raise
         cat = None
-    catalogue.check(cat, _options(a), sources)
+    catalogue.check(cat, {**_options(a), "extra": _extra(a)}, sources)
     return sources
 
 
