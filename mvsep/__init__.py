@@ -9,9 +9,15 @@ __all__ = ["Separator", "Options", "SeparationResult", "probe", "AudioInfo", "Mv
 
 
 def __getattr__(name):  # torch and the models load only when the engine is used
-    if name in ("Separator", "Options", "SeparationResult"):
+    if name == "Options":
+        from .options import Options
+        return Options
+    if name in ("Separator", "SeparationResult"):
         from . import engine
         return getattr(engine, name)
+    if name in ("catalogue", "translate"):
+        from . import catalog
+        return getattr(catalog, name)
     if name in ("probe", "AudioInfo"):
         from . import audio
         return getattr(audio, name)

@@ -315,6 +315,32 @@ def iter_decode(path, block_frames: int = 262144) -> Iterator[np.ndarray]:
             yield buf[:fill]
 
 
+class _AllChannels:
+    """Decoded frames as float32 [n, channels], every channel kept (`_decoded`'s converter for surround)."""
+
+    def convert(self, frame):
+        yield _frame_to_float(frame)
+
+    def flush(self):
+        return iter(())
+
+
+def iter_decode_channels(path) -> Iterator[np.ndarray]:
+    """Every decoded sample of the first audio stream, every channel kept: float32 [n, channels] pieces (one per
+    frame), at the stream's own rate. Surround inputs are read with this."""
+    with _Input(path) as inp:
+        yield from _decoded(inp, _Facts(), _AllChannels())
+
+
+def first_frame_layout(path) -> tuple[str, list[str]]:
+    """(layout name, channel names) of the first decoded frame of the first audio stream."""
+    with _Input(path) as inp:
+        for packet in inp.container.demux(inp.stream):
+            for frame in packet.decode():
+                return frame.layout.name, [c.name for c in frame.layout.channels]
+    raise InputError("input is empty (0 samples)")
+
+
 # ---------------------------------------------------------------------------------------------------- resampling
 
 

@@ -18,7 +18,7 @@ class OptionError(MvsepError):
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
 
 
 class ModelPackError(MvsepError):

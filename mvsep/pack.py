@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ModelPackError, NotInPackError
+from .errors import ModelPackError
 
 log = logging.getLogger("mvsep.pack")
 
@@ -22,16 +22,12 @@ DEMO_DIR = PACKAGE_DIR / "demo_pack"
 MANIFEST = "SHA256SUMS"
 
 KIM_VOCAL_2, KIM_VOCAL_1, KIM_INST = "Kim_Vocal_2.onnx", "Kim_Vocal_1.onnx", "Kim_Inst.onnx"
-DEMUCS_VOCALS = "04573f0d-f3cf25b2.th"
 # Real file names by signature, so a missing file is reported by its full name.
 DEMUCS_FILES = {
-    "04573f0d": DEMUCS_VOCALS, "f7e0c4bc": "f7e0c4bc-ba3fe64a.th", "d12395a8": "d12395a8-e57c48e6.th",
+    "04573f0d": "04573f0d-f3cf25b2.th", "f7e0c4bc": "f7e0c4bc-ba3fe64a.th", "d12395a8": "d12395a8-e57c48e6.th",
     "92cfc3b6": "92cfc3b6-ef3bcb9c.th", "955717e8": "955717e8-8726e21a.th", "5c90dfd2": "5c90dfd2-34c22ccb.th",
     "75fc33f5": "75fc33f5-1941ce65.th",
 }
-# The 4-stem step, in the spec's order: bag name, which overlap it uses.
-FOUR_STEM_BAGS = (("htdemucs_ft", "small"), ("htdemucs", "large"), ("htdemucs_6s", "large"),
-                  ("hdemucs_mmi", "large"))
 
 
 def bag_definition(name: str) -> dict:
@@ -42,27 +38,14 @@ def bag_definition(name: str) -> dict:
         return yaml.safe_load(f)
 
 
-def bag_files(name: str) -> list[str]:
-    return [DEMUCS_FILES.get(sig, f"{sig}-*.th") for sig in bag_definition(name)["models"]]
-
-
-def vocals_files(single_onnx: bool, use_kim_model_1: bool) -> list[str]:
-    files = [KIM_VOCAL_1 if use_kim_model_1 else KIM_VOCAL_2]
-    if not single_onnx:
-        files.append(KIM_INST)
-    return files + [DEMUCS_VOCALS]
-
-
-def four_stem_files() -> list[str]:
-    names: list[str] = []
-    for bag, _ in FOUR_STEM_BAGS:
-        names += [f for f in bag_files(bag) if f not in names]
-    return names
-
-
 def _has_pack_files(d: Path) -> bool:
-    return d.is_dir() and any((d / f).is_file() for f in (KIM_VOCAL_2, KIM_VOCAL_1, DEMUCS_VOCALS,
-                                                           "97d170e1-dbb4db15.th"))  # the cinematic default
+    """The dir holds a file some registered recipe runs with its default options."""
+    from .recipes import all_recipes
+    from .options import Options
+    if not d.is_dir():
+        return False
+    markers = {f for r in all_recipes() for f in r.files(Options(recipe=r.name), r.default_stems) if "*" not in f}
+    return any((d / f).is_file() for f in markers)
 
 
 def locate(model_dir: str | os.PathLike | None = None, allow_demo: bool | None = None) -> tuple[Path, str]:
@@ -115,13 +98,7 @@ class ModelPack:
         self._verified: dict[str, tuple] = {}  # name -> (size, mtime_ns) already checked against the manifest
         self._lock = threading.RLock()
 
-    # --- what a request needs ---------------------------------------------------------------------------
-    def needed(self, only_vocals: bool, single_onnx: bool, use_kim_model_1: bool) -> list[str]:
-        files = vocals_files(single_onnx, use_kim_model_1)
-        if not only_vocals:
-            files += [f for f in four_stem_files() if f not in files]
-        return files
-
+    # --- files ----------------------------------------------------------------------------------------------
     def file(self, name: str) -> Path | None:
         if "*" in name:
             hits = sorted(self.dir.glob(name))
@@ -129,20 +106,13 @@ class ModelPack:
         p = self.dir / name
         return p if p.is_file() else None
 
-    def missing(self, only_vocals: bool, single_onnx: bool = False, use_kim_model_1: bool = False) -> list[str]:
-        return [f for f in self.needed(only_vocals, single_onnx, use_kim_model_1) if self.file(f) is None]
+    def missing(self, names) -> list[str]:
+        """The files of `names` this pack lacks."""
+        return [f for f in names if self.file(f) is None]
 
-    def check(self, only_vocals: bool, single_onnx: bool = False, use_kim_model_1: bool = False) -> None:
-        """Raise if the request cannot run on this pack; verify the files it needs against the manifest."""
-        missing = self.missing(only_vocals, single_onnx, use_kim_model_1)
-        if missing:
-            four = set(four_stem_files()) - set(vocals_files(single_onnx, use_kim_model_1))
-            if not only_vocals and set(missing) >= four and not (set(missing) - four):
-                raise NotInPackError(f"4-stem separation is not in the {self.kind} pack (it holds the vocals "
-                                     "models only); ask for vocals and instrumental", sorted(four))
-            # no server paths in messages: they reach HTTP callers
-            raise ModelPackError(f"model files missing: {', '.join(missing)}", missing)
-        self.verify(self.needed(only_vocals, single_onnx, use_kim_model_1))
+    def share_verified(self, other: "ModelPack") -> None:
+        """Trust what `other` (the same files) verified already: one sha256 pass for several devices' packs."""
+        self._verified = other._verified
 
     def verify(self, names: list[str]) -> None:
         manifest = self.dir / MANIFEST
@@ -176,6 +146,11 @@ class ModelPack:
     def demucs(self, name: str):
         """A single checkpoint by file name, or a bag by its demucs name (htdemucs_ft, hdemucs_mmi, ...)."""
         return self._get(f"demucs:{name}", lambda: self._load_demucs(name))
+
+    def cached(self, key: str, load, nbytes: int = 0):
+        """A recipe's own loaded model under `key`, kept in the resident cache (budget, LRU) like the
+        others: `load()` -> the model, `nbytes` its resident size."""
+        return self._get(f"custom:{key}", lambda: Unit(f"custom:{key}", load(), nbytes))
 
     def resident(self) -> list[str]:
         return list(self._units)

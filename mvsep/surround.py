@@ -5,7 +5,7 @@ The models are stereo, so a surround input goes through the recipe group by grou
 whose two results are averaged back into one channel. LFE holds no dialog: it goes to the background stems
 (and to effects / bass) unchanged. Every stem has the input's channel count, layout and frames at its rate;
 per channel, dialog + background (vocals + instrumental) == input, the residual being computed at the output
-rate from the input itself (engine._final_blocks).
+rate from the input itself (`Separator.final_blocks`).
 
 Modes (`Options.layout`): keep (every pair; 5.1 = 3 recipe passes, 7.1 = 4), center (the centre only, 1 pass;
 the other channels go to the background stems untouched), stereo (the libswresample downmix, 1 pass, stereo
@@ -21,19 +21,17 @@ import av
 import numpy as np
 
 from . import audio
+from .audio import MODEL_RATE
 from .errors import OptionError
+from .job import UNIT, Job, SeparationResult
 from .signals import DiskSignal, blocks, work_signals
 
-MODEL_RATE = 44100
 PAIRS = (("FL", "FR"), ("SL", "SR"), ("BL", "BR"), ("FLC", "FRC"), ("WL", "WR"), ("TFL", "TFR"),
          ("TBL", "TBR"), ("TSL", "TSR"), ("SDL", "SDR"))
 LFE = ("LFE", "LFE2", "LFE1")
 CENTRE = "FC"
 # FFmpeg's default layout for a channel count, used when the input does not name its channels
 DEFAULT_LAYOUTS = {3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-# Where the channels that are not separated go (LFE also to LFE_EXTRA): the stems that hold "the rest"
-BACKGROUND_STEMS = ("instrumental", "instrumental2", "background", "background2")
-LFE_EXTRA = ("effects", "bass")
 CODECS = {"wav": ("pcm_f32le", "flt", None), "wav16": ("pcm_s16le", "s16", 16), "wav24": ("pcm_s24le", "s32", 24),
           "flac": ("flac", "s32", 24)}
 
@@ -43,19 +41,15 @@ def applies(info: audio.AudioInfo, opts) -> bool:
 
 
 def layout_of(path) -> tuple[str, list[str]]:
-    """(layout name, channel names) of the input's first audio stream, as decoded."""
-    with audio._Input(path) as inp:
-        for packet in inp.container.demux(inp.stream):
-            for frame in packet.decode():
-                layout = frame.layout
-                names = [c.name for c in layout.channels]
-                if layout.name in DEFAULT_LAYOUTS.values() or all(n not in ("", "NONE") for n in names):
-                    return layout.name, names
-                default = DEFAULT_LAYOUTS.get(len(names))
-                if default is None:
-                    return layout.name, [f"C{i}" for i in range(len(names))]
-                return default, [c.name for c in av.AudioLayout(default).channels]
-    raise audio.InputError("input is empty (0 samples)")
+    """(layout name, channel names) of the input's first audio stream, as decoded (FFmpeg's default layout for
+    the channel count when the input does not name its channels)."""
+    name, names = audio.first_frame_layout(path)
+    if name in DEFAULT_LAYOUTS.values() or all(n not in ("", "NONE") for n in names):
+        return name, names
+    default = DEFAULT_LAYOUTS.get(len(names))
+    if default is None:
+        return name, [f"C{i}" for i in range(len(names))]
+    return default, [c.name for c in av.AudioLayout(default).channels]
 
 
 def plan(names: list[str], mode: str) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -89,16 +83,6 @@ def passes_per_minute(channels: int, mode: str, names: list[str] | None = None) 
         return 1
     names = names or [c.name for c in av.AudioLayout(DEFAULT_LAYOUTS[channels]).channels]
     return len(plan(names, mode)[0])
-
-
-class _AllChannels:
-    """Decoded frames as float32 [n, channels], every channel kept (audio._decoded's converter)."""
-
-    def convert(self, frame):
-        yield audio._frame_to_float(frame)
-
-    def flush(self):
-        return iter(())
 
 
 class _Columns:
@@ -160,9 +144,9 @@ class LayoutWriter:
 
 
 def separate_file(sep, input_path, info, output_dir, opts, stems, progress, cancel, work_dir, name, suffixes):
-    """Separator.separate_file for a surround input in `keep` / `center` mode."""
-    from .engine import CHUNK, SeparationResult, _Job
-    stems = sep._stems_asked(opts, stems)
+    """Separator.separate_file for a surround input in `keep` / `center` mode (`sep`: the Separator, through
+    its public methods run_recipe, work_units and final_blocks)."""
+    stems = sep.stems_asked(opts, stems)
     layout, names = layout_of(input_path)
     groups, lfe, untouched = plan(names, opts.layout)
     channels = info.channels
@@ -170,9 +154,9 @@ def separate_file(sep, input_path, info, output_dir, opts, stems, progress, canc
     out_frames = info.frames if opts.sample_rate == "native" else audio.out_frames(info.frames, info.sample_rate,
                                                                                    MODEL_RATE)
     length = audio.out_frames(info.frames, info.sample_rate, MODEL_RATE)
-    job = _Job(progress, cancel)
+    job = Job(progress, cancel)
     job.start("load models")
-    job.total = len(groups) * (sep._work_units(length, opts) + 2 * length / CHUNK) + 2 * out_frames / CHUNK
+    job.total = len(groups) * (sep.work_units(length, opts, stems) + 2 * length / UNIT) + 2 * out_frames / UNIT
     paths = audio.stem_paths(output_dir, name or Path(input_path).stem, stems, opts.output_format, suffixes)
     writers: dict[str, LayoutWriter] = {}
     written: list[Path] = []
@@ -181,11 +165,10 @@ def separate_file(sep, input_path, info, output_dir, opts, stems, progress, canc
             job.start("decode")
             native = new_signal(info.frames, channels, "native")
             pos = 0
-            with audio._Input(input_path) as inp:
-                for piece in audio._decoded(inp, audio._Facts(), _AllChannels()):
-                    native.write(pos, piece)
-                    pos += len(piece)
-                    job.step(len(piece) / CHUNK / len(groups))
+            for piece in audio.iter_decode_channels(input_path):
+                native.write(pos, piece)
+                pos += len(piece)
+                job.step(len(piece) / UNIT / len(groups))
             # the input at the output rate (the residual stems are computed from it)
             at_out = native if out_rate == info.sample_rate else _resampled(native, info.sample_rate, out_rate,
                                                                             out_frames, new_signal)
@@ -197,18 +180,21 @@ def separate_file(sep, input_path, info, output_dir, opts, stems, progress, canc
                                                    info.sample_rate, MODEL_RATE, info.frames):
                     mix.write(pos, block)
                     pos += len(block)
-                    job.step(len(block) / CHUNK)
-                signals = sep._ensemble(mix, new_signal, opts, job)
+                    job.step(len(block) / UNIT)
+                signals = sep.run_recipe(mix, new_signal, opts, stems, job)
                 pos = 0
-                for got in sep._final_blocks(signals, _Columns(at_out, (a, b)), stems, out_rate, out_frames, job):
+                for got in sep.final_blocks(signals, _Columns(at_out, (a, b)), opts, stems, out_rate, out_frames,
+                                            job):
                     for s, block in got.items():
                         if a == b:     # dual mono: the two results averaged back into one channel
                             outs[s].add(pos, _place(0.5 * (block[:, 0] + block[:, 1]), a, channels))
                         else:
                             outs[s].add(pos, _place(block[:, 0], a, channels) + _place(block[:, 1], b, channels))
                     pos += len(block)
-            for c in lfe + untouched:   # not separated: to the background stems as they are
-                targets = [s for s in stems if s in BACKGROUND_STEMS or (c in lfe and s in LFE_EXTRA)]
+            recipe = sep.recipe(opts)
+            rest = recipe.rest_stems if recipe.rest_stems is not None else tuple(recipe.residuals)
+            for c in lfe + untouched:   # not separated: to the stems that hold the rest, as they are
+                targets = [s for s in stems if s in rest or (c in lfe and s in recipe.lfe_stems)]
                 for x, y in blocks(out_frames):
                     col = _place(at_out.read(x, y)[:, c], c, channels)
                     for s in targets:
@@ -218,7 +204,7 @@ def separate_file(sep, input_path, info, output_dir, opts, stems, progress, canc
                 writers[s] = LayoutWriter(path, out_rate, opts.output_format, layout)
                 for x, y in blocks(out_frames):
                     writers[s].write(outs[s].read(x, y))
-                    job.step((y - x) / CHUNK / len(stems))
+                    job.step((y - x) / UNIT / len(stems))
             for s in list(writers):
                 written.append(writers.pop(s).close())
             job.finish()

@@ -25,6 +25,14 @@ def _num(env: dict, name: str, default, kind=int):
         raise SystemExit(f"{name}={value!r} is not a number") from None
 
 
+def _modules(env: dict, name: str) -> tuple[str, ...]:
+    from mvsep.recipes import plugin_modules
+    try:
+        return plugin_modules(env.get(name))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "0.0.0.0"
@@ -55,6 +63,7 @@ class Config:
     lease_s: float = 30.0
     separate_wait_s: float = 3600.0
     disk_reserve_mb: float | None = None  # None: 5% of the data disk, at most 256 MB
+    recipes: tuple[str, ...] = ()  # SPARK_RECIPES: recipe plug-in modules to import (docs/recipes.md)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
@@ -91,6 +100,7 @@ class Config:
             lease_s=_num(env, "SPARK_LEASE_S", 30.0, float),
             separate_wait_s=_num(env, "SPARK_SEPARATE_WAIT_S", 3600.0, float),
             disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", None, float),
+            recipes=_modules(env, "SPARK_RECIPES"),
         )
 
     def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:

@@ -14,7 +14,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-MODEL_RATE = 44100
+from .runner import MODEL_RATE, Runner
+
 BYTES_PER_SAMPLE = {"wav": 4, "wav16": 2, "wav24": 3, "flac": 3}  # flac: at most its 24-bit PCM size
 MP3_BYTES_PER_S = 40_000  # 320 kbit/s
 SLACK = 1 << 20  # headers, the log, the zip directory
@@ -22,18 +23,17 @@ SLACK = 1 << 20  # headers, the log, the zip directory
 
 def need_bytes(facts: dict, options: dict) -> dict:
     """Estimated peak disk use of a job beyond its input: the engine's float32 work signals while the stems are
-    encoded (mdx23: the 44.1 kHz mix and vocals, 6 channels more of drums/bass/other sums with 4 stems;
-    cinematic: the mix and 6 channels of music/effects/dialog sums; plus the input at its own rate when that is
-    not 44.1 kHz, for the residual stems; a surround input kept in its layout: that per channel group, and its
-    channels at the input's and the output's rate), or the stems plus the largest one while the zip is built,
-    whichever is more."""
+    encoded (the channels the recipe declares, `Recipe.work_channels`: mdx23 the 44.1 kHz mix and vocals, 6
+    channels more of drums/bass/other sums with 4 stems; cinematic the mix and 6 channels of music/effects/dialog
+    sums; plus the input at its own rate when that is not 44.1 kHz, for the residual stems; a surround input
+    kept in its layout: that per channel group, and its channels at the input's and the output's rate), or the
+    stems plus the largest one while the zip is built, whichever is more. `options`: the job's stored options."""
     frames, rate = int(facts.get("frames") or 0), int(facts.get("sample_rate") or MODEL_RATE)
     in_channels = int(facts.get("channels") or 2)
     length = math.ceil(frames * MODEL_RATE / rate)
     fmt = options.get("format", "wav")
     names = options.get("stems") or ("vocals", "instrumental")
-    four = any(s in ("drums", "bass", "other") for s in names)
-    model_ch = 2 + (6 if options.get("recipe") == "cinematic" else 2 + (6 if four else 0))
+    model_ch = Runner.work_channels(options)
     out_frames = frames if options.get("sample_rate", "native") == "native" else length
     out_rate = rate if options.get("sample_rate", "native") == "native" else MODEL_RATE
     surround = (in_channels > 2 and options.get("layout", "keep") != "stereo" and fmt != "mp3"

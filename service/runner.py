@@ -14,11 +14,9 @@ from typing import Callable
 from mvsep.errors import (Cancelled, InputError, ModelPackError, MvsepError, NotInPackError,  # noqa: F401
                           OptionError, OutOfMemoryError, UnsupportedMediaError)
 
-log = logging.getLogger("spark.runner")
+from mvsep.audio import MODEL_RATE  # noqa: F401 (the service's one sample-rate fact, re-exported)
 
-FOUR_STEMS = ("drums", "bass", "other")
-ENGINE_OPTIONS = ("overlap_large", "overlap_small", "chunk_size", "shifts", "single_onnx", "use_kim_model_1",
-                  "precision", "recipe", "high_quality", "layout")
+log = logging.getLogger("spark.runner")
 
 
 def http_status(err: BaseException) -> int:
@@ -98,14 +96,14 @@ class Runner:
                 sep = Separator(model_dir=self.models_dir, device=device, gpu_id=gpu_id, large_gpu=self.large_gpu,
                                 allow_demo=self.allow_demo, threads=self.threads if device == "cpu" else None)
                 if seps:  # the pack's files were verified once already (same files, same size+mtime)
-                    sep.pack._verified = seps[0].pack._verified
+                    sep.pack.share_verified(seps[0].pack)
                 self.pack_kind = sep.pack.kind
                 self.recipes = sep.recipes()
-                opts = self.make_options({"recipe": (self.recipes or ["mdx23"])[0]})
-                missing = list(sep.missing(opts))
+                opts, stems = self.translate({"recipe": (self.recipes or ["mdx23"])[0]})
+                missing = list(sep.missing(opts, stems))
                 if missing:
                     raise ModelPackError("model files missing", missing)
-                sep.warm(opts)
+                sep.warm(opts, stems)
                 seps.append(sep)
             self._seps = seps
             self.device = seps[0].device
@@ -156,23 +154,62 @@ class Runner:
 
     # ---- requests
     @staticmethod
-    def make_options(params: dict):
-        """Engine `Options` from the service's validated options; raises OptionError."""
-        from mvsep import Options
-        stems = params.get("stems") or ["vocals", "instrumental"]
-        kwargs = {k: params[k] for k in ENGINE_OPTIONS if params.get(k) is not None}
-        opts = Options(only_vocals=not any(s in FOUR_STEMS for s in stems),
-                       output_format=params.get("format", "wav"),
-                       sample_rate=params.get("sample_rate", "native"),
-                       mono=bool(params.get("mono", False)), **kwargs)
-        opts.validate()
+    def translate(params: dict):
+        """Engine (`Options`, stems) from a request's fields (the engine's one translator); raises OptionError."""
+        from mvsep import translate
+        opts, stems = translate(params)
         if opts.precision == "fp16":  # the engine refuses it on a CPU separator too; this answers at submit
             import torch
             if not torch.cuda.is_available():
                 raise OptionError("precision", "fp16 needs a CUDA GPU; this server has none (use fp32)")
-        return opts
+        return opts, stems
 
-    def check(self, opts) -> None:
+    @classmethod
+    def normalize(cls, fields: dict) -> dict:
+        """A request's option fields, checked, as the job stores them: stems, recipe, the engine-wide options
+        and the recipe options the request set. Raises OptionError."""
+        from mvsep.catalog import request_dict
+        opts, stems = cls.translate(fields)
+        full = request_dict(opts, stems)
+        return {k: v for k, v in full.items()
+                if k in ("stems", "recipe", "format", "sample_rate", "mono") or fields.get(k) is not None}
+
+    def make_options(self, params: dict):
+        """Engine `Options` from a stored job's options; raises OptionError."""
+        return self.translate(params)[0]
+
+    def catalogue(self, limits: dict) -> dict:
+        """The engine's catalogue for the installed pack (GET /recipes)."""
+        from mvsep import catalogue
+        if self._seps:
+            return catalogue(self._seps[0].pack, limits)
+        why = {"loading": "the model pack is still loading"}.get(self.state, f"the model pack is not usable "
+                                                                             f"({self.reason})")
+        return catalogue(None, limits, unavailable=why)
+
+    @staticmethod
+    def work_channels(options: dict) -> int:
+        """Float32 channels at 44.1 kHz the recipe of these (stored) options keeps while encoding."""
+        from mvsep import recipes
+        opts, stems = Runner.translate(options)
+        return recipes.get(opts.recipe).work_channels(opts, stems)
+
+    @staticmethod
+    def load_recipes(modules) -> None:
+        """Import recipe plug-in modules (SPARK_RECIPES); a module that fails to import stops the start."""
+        from mvsep import recipes
+        try:
+            recipes.load_plugins(modules)
+        except Exception as e:
+            raise SystemExit(f"SPARK_RECIPES: cannot load {', '.join(modules)}: {type(e).__name__}: {e}") from None
+
+    @staticmethod
+    def stem_names() -> set[str]:
+        """Every stem any registered recipe makes."""
+        from mvsep import recipes
+        return {s for r in recipes.all_recipes() for s in r.stem_names}
+
+    def check(self, opts, stems) -> None:
         """Raise NotInPackError (422) when the pack lacks a model these options chose.
 
         The pack serves its first recipe's default options (else the runner is not ready and submit answers 503),
@@ -182,17 +219,15 @@ class Runner:
         if not self._seps:
             return  # still loading: the job waits in the queue
         sep = self._seps[0]
-        missing = sep.missing(opts)
+        missing = sep.missing(opts, stems)
         if missing:
             try:
-                sep.check(opts)
+                sep.check(opts, stems)
             except NotInPackError:
                 raise
             except ModelPackError:
-                chosen = [k for k in ("use_kim_model_1", "single_onnx") if getattr(opts, k)]
-                chosen += [] if opts.only_vocals else ["stems"]
                 raise NotInPackError(f"the {self.pack_kind} pack has no {', '.join(missing)}, which the chosen "
-                                     f"options need ({', '.join(chosen)})", missing) from None
+                                     f"options need ({', '.join(_chosen(opts, stems))})", missing) from None
 
     def limit_probes(self, max_probes: int, cap_s: float | None) -> None:
         """At most `max_probes` probes at once (decoding is CPU-bound); each stops decoding past `cap_s`."""
@@ -221,16 +256,24 @@ class Runner:
         Returns ({stem: path} of every stem the engine wrote, {stage: seconds})."""
         if slot >= len(self._seps):
             raise ModelPackError(self.reason, self.missing)
-        opts = self.make_options(params)
+        opts, stems = self.translate(params)
         info = None
         if facts and facts.get("frames") and facts.get("sample_rate"):
             from mvsep.audio import AudioInfo
             info = AudioInfo(int(facts["sample_rate"]), int(facts["channels"]), int(facts["frames"]),
                              float(facts["duration_s"]), facts.get("codec") or "", facts.get("container") or "")
-        res = self._seps[slot].separate_file(str(input_path), str(out_dir), opts, stems=params["stems"],
+        res = self._seps[slot].separate_file(str(input_path), str(out_dir), opts, stems=stems,
                                              progress=progress, cancel=cancel, info=info,
                                              work_dir=str(work_dir) if work_dir else None, name="stem")
         return {k: Path(v) for k, v in res.stems.items()}, dict(res.timings or {})
+
+
+def _chosen(opts, stems) -> list[str]:
+    """The request's choices that differ from the recipe's defaults (they picked the missing files)."""
+    from mvsep import Options, recipes
+    recipe, base = recipes.get(opts.recipe), Options(recipe=opts.recipe)
+    chosen = [o.name for o in recipe.options if o.api and getattr(opts, o.key) != getattr(base, o.key)]
+    return chosen + ([] if list(stems) == list(recipe.default_stems) else ["stems"])
 
 
 def _device_facts(device: str, gpu_id: int, threads: int | None = None, report=None) -> dict:

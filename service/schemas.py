@@ -3,95 +3,42 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-# The engine's own ranges (mvsep.engine.Options.validate); tests/test_service_inputs.py checks they agree.
-MAX_SHIFTS = 10
-CHUNK_RANGE = (44_100, 10_000_000)
-
-STEMS = ("vocals", "instrumental", "drums", "bass", "other")
-CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
 EXT = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
 MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 
 
-class Stem(str, Enum):
-    vocals = "vocals"
-    instrumental = "instrumental"
-    drums = "drums"
-    bass = "bass"
-    other = "other"
-    dialog = "dialog"
-    music = "music"
-    effects = "effects"
-    background = "background"
-    background2 = "background2"
+def job_options_model() -> type[BaseModel]:
+    """The request's option fields as a pydantic model, made from the engine's catalogue: it documents the
+    request in the OpenAPI schema. Validation itself is the engine's translator (`Runner.normalize`), so a
+    recipe registered later is accepted too."""
+    from mvsep import catalogue
+    cat = catalogue()
+    kinds = {"bool": bool, "int": int, "float": float}
+    fields = {
+        "stems": (list[str], Field(default=["vocals", "instrumental"], description="comma list of stems of the "
+              "recipe, or `all`; default: the recipe's default stems. " + "; ".join(
+                  f"{r['name']}: {', '.join(s['name'] for s in r['stems'])}" for r in cat["recipes"]))),
+        "recipe": (Literal[tuple(r["name"] for r in cat["recipes"])], Field(
+            cat["default_recipe"], description="; ".join(f"{r['name']}: {r['summary']}" for r in cat["recipes"]))),
+    }
+    seen = set(fields)
+    options = [(o, None) for o in cat["options"]] + [(o, r["name"]) for r in cat["recipes"] for o in r["options"]]
+    for o, recipe in options:
+        if o["name"] in seen:
+            continue
+        seen.add(o["name"])
+        kind = Literal[tuple(o["choices"])] if o["type"] == "choice" else kinds[o["type"]]
+        where = f"{recipe}: " if recipe else ""
+        fields[o["name"]] = (kind | None, Field(None, description=f"{where}{o['help']} (default {o['default']})",
+                                                ge=o["min"], le=o["max"]))
+    return create_model("JobOptions", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-PeaksOf = Enum("PeaksOf", {**{s.name: s.value for s in Stem}, "original": "original"}, type=str)
-PeaksOf.__doc__ = "a stem, or `original` (the input)"
-
-
-class JobOptions(BaseModel):
-    """Separation options: form fields of a multipart request, or keys of a JSON body."""
-    model_config = ConfigDict(extra="forbid")
-
-    stems: list[str] = Field(default=["vocals", "instrumental"],
-                             description="comma list of vocals, instrumental, drums, bass, other; or `all`. "
-                                         "recipe=cinematic: dialog, music, effects, background, background2 "
-                                         "(default: all five)")
-    recipe: Literal["mdx23", "cinematic"] = Field("mdx23", description="mdx23 (vocals/instrumental/4 stems) or "
-                                                  "cinematic (dialog/music/effects)")
-    high_quality: bool | None = Field(None, description="cinematic: the mean of three checkpoints (3x the time)")
-    layout: Literal["keep", "center", "stereo"] | None = Field(
-        None, description="surround inputs: keep (every channel pair, default), center (the centre only), "
-                          "stereo (downmix)")
-    format: Literal["wav", "wav16", "wav24", "flac", "mp3"] = Field("wav", description="wav is float32")
-    sample_rate: Literal["native", 44100] = Field("native", description="`native` keeps the input's rate")
-    mono: bool = False
-    overlap_large: float | None = Field(None, ge=0, le=0.99, allow_inf_nan=False)
-    overlap_small: float | None = Field(None, ge=0, le=0.99, allow_inf_nan=False)
-    chunk_size: int | None = Field(None, ge=CHUNK_RANGE[0], le=CHUNK_RANGE[1])
-    shifts: int | None = Field(None, ge=0, le=MAX_SHIFTS)
-    single_onnx: bool | None = None
-    use_kim_model_1: bool | None = None
-    precision: Literal["fp32", "fp16"] | None = Field(None, description="fp16: CUDA only, faster, not exact")
-
-    @field_validator("stems", mode="before")
-    @classmethod
-    def _parse_stems(cls, v):
-        if isinstance(v, str):
-            v = v.split(",")
-        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-            raise ValueError(f"expected a comma list of {', '.join(STEMS + CINEMATIC_STEMS)} or 'all' (or a JSON "
-                             "array of names)")
-        items = [s.strip().lower() for s in v if s.strip()]
-        known = STEMS + CINEMATIC_STEMS
-        if items == ["all"]:
-            return items   # expanded for the recipe below
-        bad = [s for s in items if s not in known]
-        if bad or not items:
-            raise ValueError(f"expected a comma list of {', '.join(known)} or 'all'")
-        return sorted(set(items), key=known.index)
-
-    @model_validator(mode="after")
-    def _stems_of_recipe(self):
-        names = CINEMATIC_STEMS if self.recipe == "cinematic" else STEMS
-        if self.stems == ["all"] or (self.recipe == "cinematic" and "stems" not in self.model_fields_set):
-            self.stems = list(names)
-        bad = [s for s in self.stems if s not in names]
-        if bad:
-            raise ValueError(f"stems: {', '.join(bad)} not made by recipe {self.recipe} (it makes "
-                             f"{', '.join(names)})")
-        return self
-
-    @field_validator("sample_rate", mode="before")
-    @classmethod
-    def _parse_rate(cls, v):
-        return 44100 if str(v).strip() == "44100" else v
+JobOptions = job_options_model()
 
 
 def parse_bool(field: str, value) -> bool:
@@ -107,9 +54,9 @@ def parse_bool(field: str, value) -> bool:
     raise ApiError(422, "invalid_option", f"{field}: must be true or false", field=field)
 
 
-class JsonJobRequest(JobOptions):
-    url: str = Field(..., description="http(s) URL of the media")
-    wait: bool | None = Field(None, description="POST /separate only: false answers 202 with the job")
+JsonJobRequest = create_model(
+    "JsonJobRequest", __base__=JobOptions, url=(str, Field(..., description="http(s) URL of the media")),
+    wait=(bool | None, Field(None, description="POST /separate only: false answers 202 with the job")))
 
 
 class InputFacts(BaseModel):
@@ -171,7 +118,8 @@ class Ready(BaseModel):
     reason: str
     pack: str | None = None
     missing: list[str] = Field(default_factory=list)
-    recipes: list[str] = Field(default_factory=list, description="recipes the pack can run: mdx23, cinematic")
+    recipes: list[str] = Field(default_factory=list, description="recipes the pack can run (GET /recipes has "
+                                                                 "their stems and options)")
 
 
 class QueueState(BaseModel):

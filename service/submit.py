@@ -12,7 +12,6 @@ from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import Request
-from pydantic import ValidationError
 
 from . import disk
 from . import runner as rn
@@ -20,7 +19,7 @@ from .context import Services
 from .errors import ApiError
 from .inputs import check_url  # scheme and host form only, no network
 from .inputs import fetch_url, receive_multipart, safe_name
-from .schemas import JobOptions, parse_bool
+from .schemas import parse_bool
 from .store import new_job_id
 from .views import queue_full
 
@@ -31,13 +30,6 @@ BODY_LIMIT = 64 * 1024  # JSON / urlencoded request bodies
 def engine_error(e: rn.MvsepError) -> ApiError:
     return ApiError(rn.http_status(e), rn.error_code(e), str(e),
                     field=getattr(e, "field", None), missing=getattr(e, "missing", None) or None)
-
-
-def options_error(e: ValidationError) -> ApiError:
-    err = e.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "options"
-    msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-    return ApiError(422, "invalid_option", f"{field}: {msg}", field=field)
 
 
 def truthy(value) -> bool:
@@ -142,12 +134,9 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         wait = None if wait is None else parse_bool("wait", wait)  # junk is a 422, not "async"
         url = fields.pop("url", None)
         try:
-            options = JobOptions.model_validate(fields).model_dump(exclude_none=True)
-        except ValidationError as e:
-            raise options_error(e) from None
-        try:
-            engine_opts = await anyio.to_thread.run_sync(runner.make_options, options)
-            await anyio.to_thread.run_sync(runner.check, engine_opts)
+            options = await anyio.to_thread.run_sync(runner.normalize, fields)
+            engine_opts, stems = await anyio.to_thread.run_sync(runner.translate, options)
+            await anyio.to_thread.run_sync(runner.check, engine_opts, stems)
         except rn.MvsepError as e:
             raise engine_error(e) from None
         if info and url:

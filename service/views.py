@@ -102,6 +102,13 @@ class _Slice:
         return data
 
 
+def known_stem(svc: Services, stem: str) -> str:
+    """A stem name some registered recipe makes; anything else is a 422 (before any job lookup)."""
+    if stem not in svc.runner.stem_names():
+        raise ApiError(422, "invalid_request", f"stem: {stem[:40]!r} is not a stem any recipe makes", field="stem")
+    return stem
+
+
 def stem_name(job: dict, stem: str) -> str:
     """A stem's download name, which is also its entry name inside result.zip."""
     return f"{job['input'].get('name') or 'audio'}_{stem}.{EXT[job['options'].get('format', 'wav')]}"

@@ -420,7 +420,8 @@ def test_runpod_templates():
         import handler
     finally:
         sys.path.remove(str(HANDLER.parent))
-    assert set(job["input"]) <= handler.KNOWN
+    from mvsep.catalog import request_fields
+    assert set(job["input"]) <= handler.JOB_FIELDS | {"stems", "recipe"} | set(request_fields())
     opts, stems = handler.parse_options({k: v for k, v in job["input"].items() if k not in ("url", "upload")})
     assert stems == ["vocals", "instrumental"] and opts.only_vocals
     with pytest.raises(handler.JobError, match="unknown input field: colour"):

@@ -9,6 +9,7 @@ import time
 import zipfile
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -113,6 +114,13 @@ def test_all_stems(client, inputs):
     for data in members.values():
         info = sf.info(io.BytesIO(data))
         assert (info.samplerate, info.frames, info.subtype) == (22050, frames, "PCM_24")
+    # instrumental2 (drums + bass + other) is made over HTTP too, as by the CLI and RunPod (issue 20)
+    with open(inputs["mono22"], "rb") as f:
+        r = client.post("/separate", files={"file": ("mix.wav", f)}, data={"stems": "instrumental2,drums"})
+    assert r.status_code == 200, r.text
+    two = {k: sf.read(io.BytesIO(v))[0] for k, v in _zip_members(r.content).items()}
+    assert sorted(two) == ["mix_drums.wav", "mix_instrumental2.wav"]
+    assert np.abs(two["mix_instrumental2.wav"]).max() > 1e-3
 
 
 def test_async_submit_poll_download_range_logs(client, inputs):

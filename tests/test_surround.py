@@ -19,8 +19,7 @@ RATE = 48000
 
 def decode_all(path):
     """Every channel of the first audio stream, as the engine decodes it: ([T, C], layout name)."""
-    with audio._Input(path) as inp:
-        x = np.concatenate(list(audio._decoded(inp, audio._Facts(), surround._AllChannels())))
+    x = np.concatenate(list(audio.iter_decode_channels(path)))
     return x, surround.layout_of(path)[0]
 
 

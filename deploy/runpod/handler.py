@@ -8,11 +8,10 @@ Job input (see test_input.json):
     url          http(s) URL of the media (a signed storage URL, typically); required. Fetched with the HTTP
                  service's own guard (`service.inputs.fetch_url`: redirects re-checked, pinned to the checked
                  address, non-global addresses refused unless SPARK_ALLOW_PRIVATE_URLS=1)
-    stems        "vocals,instrumental" (default), "all", or any comma list of vocals, instrumental, drums, bass,
-                 other, instrumental2
-    format, sample_rate, mono, overlap_large, overlap_small, chunk_size, shifts, single_onnx, use_kim_model_1,
-    precision, recipe, high_quality, layout
-                 as in the HTTP API (recipe=cinematic: stems among dialog, music, effects, background, background2)
+    recipe, stems, format, sample_rate, mono, precision, layout and each recipe's options (overlap_large,
+                 shifts, high_quality, ...): exactly as in the HTTP API, read by the engine's translator; the
+                 catalogue (`GET /recipes`, `mvsep.catalogue()`) lists them. stems: a comma list or "all";
+                 default: the recipe's default stems (mdx23: vocals,instrumental)
     upload       optional {stem: presigned PUT URL}: that stem is PUT there (same guard as `url`)
 Where each stem goes: its `upload` URL if given; else RunPod's bucket upload when BUCKET_ENDPOINT_URL is set
 (with BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY; bucket BUCKET_NAME or the runpod SDK's default "%m-%y"; key
@@ -23,6 +22,7 @@ Output: {"stems": {stem: {"bytes", "sha256", "filename", and "uploaded": "put" |
 Progress: `runpod.serverless.progress_update` with {"stage", "progress"} (at most every RUNPOD_PROGRESS_S, 5 s).
 
 Environment: SPARK_MODELS_DIR (default: where the engine looks), SPARK_DEVICE (auto), SPARK_GPU_ID (0),
+SPARK_RECIPES (recipe plug-in modules),
 SPARK_MAX_UPLOAD_MB (2048, the input size cap), SPARK_URL_TIMEOUT_S (600), SPARK_ALLOW_PRIVATE_URLS=1.
 Local test (docs/deploy.md): `SPARK_ALLOW_PRIVATE_URLS=1 python handler.py` in this dir runs test_input.json.
 """
@@ -47,20 +47,15 @@ if str(REPO) not in sys.path:  # run as a script from deploy/runpod/
 import httpx  # noqa: E402
 import runpod  # noqa: E402
 
-from mvsep import Options, Separator, gpu_check  # noqa: E402
+from mvsep import Options, Separator, gpu_check, recipes, translate  # noqa: E402, F401
+from mvsep.catalog import request_fields  # noqa: E402
 from mvsep.errors import InputError, ModelPackError, NotInPackError, OptionError  # noqa: E402
 from service import inputs  # noqa: E402
 from service.errors import ApiError  # noqa: E402
 
 log = logging.getLogger("spark.runpod")
 
-ALL_STEMS = ("vocals", "instrumental", "drums", "bass", "other", "instrumental2")
-FOUR_STEM_ONLY = {"drums", "bass", "other", "instrumental2"}
-OPTION_FIELDS = {"overlap_large": float, "overlap_small": float, "chunk_size": int, "shifts": int,
-                 "single_onnx": bool, "use_kim_model_1": bool, "mono": bool, "precision": str, "recipe": str,
-                 "layout": str, "high_quality": bool}
-CINEMATIC_STEMS = ("dialog", "music", "effects", "background", "background2")
-KNOWN = {"url", "stems", "format", "sample_rate", "upload", *OPTION_FIELDS}
+JOB_FIELDS = {"url", "upload"}   # everything else is a separation option, read by the engine's translator
 MB = 1 << 20
 CHUNK = 1 << 20
 BUCKET_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
@@ -86,6 +81,7 @@ def start_engine() -> Separator:
     global _separator
     device = os.environ.get("SPARK_DEVICE") or "auto"
     gpu_id = int(os.environ.get("SPARK_GPU_ID") or 0)
+    recipes.load_plugins(recipes.plugin_modules(os.environ.get("SPARK_RECIPES")))
     report = gpu_check.check(device, gpu_id)
     if report.blocking:
         raise SystemExit(f"not starting: SPARK_DEVICE=cuda and {report.blocking}")
@@ -93,10 +89,11 @@ def start_engine() -> Separator:
     started = time.monotonic()
     try:
         sep = Separator(model_dir=os.environ.get("SPARK_MODELS_DIR") or None, device=device, gpu_id=gpu_id)
-        opts = Options(only_vocals=True).validate()  # the default job: vocals,instrumental
-        if sep.missing(opts):
-            raise ModelPackError("model files missing", sep.missing(opts))
-        sep.warm(opts)
+        # the default job of the first recipe the pack can run (mdx23: vocals,instrumental)
+        opts, stems = translate({"recipe": (sep.recipes() or ["mdx23"])[0]})
+        if sep.missing(opts, stems):
+            raise ModelPackError("model files missing", sep.missing(opts, stems))
+        sep.warm(opts, stems)
     except ModelPackError as e:
         raise SystemExit(f"not starting: the model pack is not usable: {e} {list(e.missing)}") from None
     log.info("models of the default job warm on %s in %.1f s (pack %s, %s)", sep.device, time.monotonic() - started,
@@ -118,32 +115,19 @@ def bucket_config() -> dict | None:
 
 # ---- input -----------------------------------------------------------------------------------------------------
 def parse_options(inp: dict) -> tuple[Options, list[str]]:
-    unknown = sorted(set(inp) - KNOWN)
-    if unknown:
-        raise JobError(f"unknown input field: {unknown[0]}")
-    cine = inp.get("recipe") == "cinematic"
-    known = CINEMATIC_STEMS if cine else ALL_STEMS
-    stems_arg = str(inp.get("stems") or ("all" if cine else "vocals,instrumental")).strip().lower()
-    stems = list(known[:5]) if stems_arg == "all" else [s.strip() for s in stems_arg.split(",") if s.strip()]
-    for s in stems:
-        if s not in known:
-            raise JobError(f"stems: unknown stem {s!r} (one of {', '.join(known)} or all)")
-    kwargs = {"only_vocals": not (set(stems) & FOUR_STEM_ONLY),
-              "output_format": str(inp.get("format") or "wav"),
-              "sample_rate": inp.get("sample_rate") or "native"}
-    for name, kind in OPTION_FIELDS.items():
-        if name in inp:
-            value = inp[name]
-            if kind is bool and not isinstance(value, bool):
-                raise JobError(f"{name}: must be true or false")
-            try:
-                kwargs[name] = kind(value)
-            except (TypeError, ValueError) as e:
-                raise JobError(f"{name}: not a {kind.__name__}") from e
+    """The job input's options and stems, through the engine's one translator (`mvsep.translate`, the same as
+    the HTTP API): any registered recipe, its stems and options."""
+    fields = {k: v for k, v in inp.items() if k not in JOB_FIELDS}
+    booleans = {name for name, o in request_fields().items() if o.type == "bool"}
+    for name, value in fields.items():
+        if name in booleans and not isinstance(value, bool):   # JSON input: booleans are JSON booleans
+            raise JobError(f"{name}: must be true or false")
     try:
-        return Options(**kwargs).validate(), stems
+        return translate(fields)
     except OptionError as e:
-        raise JobError(str(e)) from e
+        if e.message == "unknown option":
+            raise JobError(f"unknown input field: {e.field}") from None
+        raise JobError(str(e)) from None
 
 
 def parse_uploads(inp: dict, stems: list[str]) -> dict[str, str]:
@@ -251,7 +235,8 @@ async def handler(job: dict) -> dict:
                                env_num("SPARK_URL_TIMEOUT_S", 600), allow_private())
         name = Path(urllib.parse.urlsplit(url).path).stem or "input"
         sep = _separator or start_engine()
-        res = await asyncio.to_thread(sep.separate_file, src, work / "out", opts, progress=progress, name=name)
+        res = await asyncio.to_thread(sep.separate_file, src, work / "out", opts, stems=stems, progress=progress,
+                                      name=name)
         return {"stems": await deliver(res, stems, uploads, bucket, job, progress), "timings": res.timings,
                 "info": {"sample_rate": res.info.sample_rate, "channels": res.info.channels,
                          "frames": res.info.frames, "duration": res.info.duration}}

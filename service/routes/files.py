@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from ..context import Svc
-from ..schemas import LogChunk, Stem
+from ..schemas import LogChunk
 from ..store import FINISHED
-from ..views import download, get_job
+from ..views import download, get_job, known_stem
 
 router = APIRouter(tags=["jobs"])
 LOG_CHUNK = 1 << 20
@@ -16,8 +16,9 @@ LOG_CHUNK = 1 << 20
 
 @router.api_route("/jobs/{job_id}/stems/{stem}", methods=["GET", "HEAD"], response_class=FileResponse,
                   summary="Download one stem (Range supported)")
-def get_stem(svc: Svc, job_id: str, stem: Stem):
-    return download(svc, get_job(svc, job_id), stem.value)
+def get_stem(svc: Svc, job_id: str, stem: str):
+    stem = known_stem(svc, stem)
+    return download(svc, get_job(svc, job_id), stem)
 
 
 @router.api_route("/jobs/{job_id}/result.zip", methods=["GET", "HEAD"], response_class=FileResponse,

@@ -7,19 +7,18 @@ from fastapi import APIRouter, Query
 from .. import peaks
 from ..context import Svc
 from ..errors import ApiError
-from ..schemas import PeaksOf
-from ..views import get_job, stem_name
+from ..views import get_job, known_stem, stem_name
 
 router = APIRouter(tags=["jobs"])
 
 
 @router.get("/jobs/{job_id}/stems/{stem}/peaks",
             summary="Waveform peaks of a stem (or `original`, the input): [min, max] per bucket")
-def get_peaks(svc: Svc, job_id: str, stem: PeaksOf,
+def get_peaks(svc: Svc, job_id: str, stem: str,
               points: int = Query(1000, ge=16, le=peaks.BASE, description="buckets (16 to 8192)")):
+    stem = "original" if stem == "original" else known_stem(svc, stem)
     job = get_job(svc, job_id)
     source = None
-    stem = stem.value
     if stem == "original":
         source = next(svc.store.job_dir(job_id).glob("input*"), None)
     else:

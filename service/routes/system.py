@@ -48,6 +48,13 @@ def status(svc: Svc):
                           "result_ttl_s": cfg.result_ttl_s, "url_timeout_s": cfg.url_timeout_s})
 
 
+@router.get("/recipes", summary="The recipe catalogue: recipes, their stems (available in the installed pack or "
+            "why not), their options, the engine-wide options and the upload limits (docs/recipes.md)")
+def recipes(svc: Svc):
+    cfg = svc.cfg
+    return svc.runner.catalogue({"max_upload_bytes": cfg.max_upload_bytes, "max_duration_s": cfg.max_duration_s})
+
+
 @router.get("/metrics", response_class=Response, summary="Prometheus text")
 def prometheus(svc: Svc):
     counts = svc.store.counts()
