@@ -27,7 +27,7 @@ from .errors import ApiError, disk_full, insufficient_storage
 from .metrics import Metrics
 from . import events, peaks
 from .routes import events as events_routes
-from .routes import files, jobs, media, page, recipes, system
+from .routes import files, jobs, media, page, system
 from .routes import peaks as peaks_routes
 from .schemas import ErrorBody
 from .store import Store
@@ -176,8 +176,7 @@ def create_app(cfg: Config) -> FastAPI:
     app.include_router(page.router)
     # Documents the bearer scheme in OpenAPI; TokenAuth enforces it.
     api = APIRouter(dependencies=[Security(HTTPBearer(auto_error=False))], responses=ERRORS)
-    for r in (system.router, recipes.router, media.router, jobs.router, files.router, events_routes.router,
-              peaks_routes.router):
+    for r in (system.router, media.router, jobs.router, files.router, events_routes.router, peaks_routes.router):
         api.include_router(r)
     app.include_router(api)
     return app

@@ -17,7 +17,7 @@ import time
 
 NAME = "spark_media"
 MAX_AGE = 900  # seconds
-MEDIA_PATH = re.compile(r"^/jobs/[0-9a-f]{32}/(stems/[a-z0-9]+|result\.zip)$")
+MEDIA_PATH = re.compile(r"^/jobs/[0-9a-f]{32}/(stems/[A-Za-z0-9_-]+|result\.zip)$")  # a stem name or the zip
 
 
 def _key(token: bytes) -> bytes:
