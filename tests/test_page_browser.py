@@ -264,7 +264,7 @@ def test_cinematic_from_the_page(server, browser):
     assert all(b.is_enabled() and b.is_selected() for b in boxes.values())
     assert d.find_element(By.ID, "opt-high_quality").get_attribute("type") == "checkbox"  # the film option
     boxes["background2"].click()
-    d.find_element(By.CSS_SELECTOR, "#submit details summary").click()  # output and surround options
+    d.find_element(By.CSS_SELECTOR, "#output-box summary").click()  # output and surround options
     Select(d.find_element(By.ID, "opt-format")).select_by_value("flac")
     Select(d.find_element(By.ID, "opt-layout")).select_by_value("stereo")
     shot(d, "13-cinematic-form")

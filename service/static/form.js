@@ -4,7 +4,6 @@
 import { $, S, api, show, fmtBytes, fmtDuration, randomKey, saved, humanMessage } from './util.js';
 
 const F = { catalogue: null, file: null, onQueued: () => {} };
-const HIDDEN_OPTIONS = new Set(['precision', 'overlap_small', 'chunk_size']); // expert knobs: API and client only
 
 export function initForm(catalogue, onQueued) {
   F.catalogue = catalogue;
@@ -91,18 +90,18 @@ function renderRecipe(form = saved.get('form', {})) {
     }
     box.append(lab);
   }
-  const opts = $('#recipe-options');
-  opts.textContent = '';
+  // the recipe's switches and choices in view, its numbers (overlaps, shifts, ...) under "More options"
+  const opts = $('#recipe-options'), more = $('#more-options');
+  opts.textContent = ''; more.textContent = '';
   const values = same ? (form.options || {}) : {};
   const general = saved.get('form', {}).general || {};
-  for (const o of r.options.filter((o) => !HIDDEN_OPTIONS.has(o.name) && o.type !== 'float' && o.type !== 'int')) {
-    opts.append(optionControl(o, values[o.name] ?? o.default));
+  for (const o of r.options) {
+    (o.type === 'float' || o.type === 'int' ? more : opts).append(optionControl(o, values[o.name] ?? o.default));
   }
+  $('#more-box').hidden = !more.children.length;
   const eng = $('#engine-options');
   eng.textContent = '';
-  for (const o of F.catalogue.options.filter((o) => !HIDDEN_OPTIONS.has(o.name))) {
-    eng.append(optionControl(o, general[o.name] ?? o.default));
-  }
+  for (const o of F.catalogue.options) eng.append(optionControl(o, general[o.name] ?? o.default));
   saveForm();
 }
 
@@ -118,7 +117,8 @@ function saveForm() {
   const r = recipe();
   if (!r) return;
   saved.set('form', {
-    recipe: r.name, stems: chosenStems(), options: readOptions($('#recipe-options')),
+    recipe: r.name, stems: chosenStems(),
+    options: { ...readOptions($('#recipe-options')), ...readOptions($('#more-options')) },
     general: readOptions($('#engine-options')),
   });
 }
@@ -130,7 +130,8 @@ function requestFields() {
   const r = recipe();
   const fields = { recipe: r.name, stems: chosenStems().join(',') };
   const defaults = Object.fromEntries([...r.options, ...F.catalogue.options].map((o) => [o.name, String(o.default)]));
-  const all = { ...readOptions($('#recipe-options')), ...readOptions($('#engine-options')) };
+  const all = { ...readOptions($('#recipe-options')), ...readOptions($('#more-options')),
+    ...readOptions($('#engine-options')) };
   for (const [k, v] of Object.entries(all)) if (String(v) !== defaults[k]) fields[k] = String(v);
   return fields;
 }
