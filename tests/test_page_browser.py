@@ -105,7 +105,7 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
         stages.add(d.find_element(By.ID, "d-state").text.split(" · ")[0])
         if state == "running" and not running_shot and 0 < max(seen) < 1:
             wait(d, lambda d: drawn_pixels(d, "original") > 500, what="input waveform while running")
-            assert "8 s, 44100 Hz, 2 channels" in d.find_element(By.ID, "d-facts").text
+            assert "8 s, 44100 Hz, 2 channels" in d.find_element(By.ID, "d-facts").text  # 8.0 s
             shot(d, "05-running")
             running_shot = True
         if state in ("succeeded", "failed", "canceled"):

@@ -65,6 +65,7 @@ export function fmtTime(s) {
 
 export function fmtDuration(s) {
   if (!isFinite(s)) return '?';
+  if (s < 10) return `${Number(s.toFixed(1))} s`;
   if (s < 90) return `${Math.round(s)} s`;
   if (s < 5400) return `${Math.round(s / 60)} min`;
   return `${(s / 3600).toFixed(1)} h`;
