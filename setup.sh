@@ -21,5 +21,6 @@ fi
 # torch first and pinned: an open-ended torch requirement would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/pip install -q -e .  # the engine, the service and testkit (pyproject.toml): spark-server, spark-separate
 .venv/bin/pip install -q -e ./client  # the pipeline client (`spark` command), tested by tests/test_client.py
 echo "setup done: .venv ready"

@@ -24,7 +24,6 @@ from pathlib import Path
 
 T_START = time.perf_counter()  # the child's start: its `process_share` counts imports and model loading too
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def vm_hwm_mb() -> float:
@@ -49,7 +48,7 @@ def write_input(path: Path, seconds: float, rate: int) -> None:
 
 
 def build_pack(kind: str, work: Path) -> Path:
-    from mvsep import toypack
+    from testkit import toypack
     if kind in ("small", "full"):
         return toypack.build_pack(work / f"pack-{kind}", kind="random", stems="all", size=kind)
     return Path(kind)

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 SR = 44100
 
 
@@ -34,7 +32,7 @@ def timed(sep, mix, opts) -> tuple[dict, float]:
 
 
 def speed(seconds: float, mode: str) -> None:
-    from mvsep import toypack
+    from testkit import toypack
     from mvsep.engine import Options, Separator
     with tempfile.TemporaryDirectory() as tmp:
         pack = toypack.build_pack(Path(tmp) / "full", kind="random", stems="all", size="full")
@@ -54,7 +52,7 @@ def speed(seconds: float, mode: str) -> None:
 
 def demo_pack_sdr() -> None:
     """SDR against the truth of the held-out clips, each precision (the demo pack: real trained models)."""
-    from test_demo_pack import PACK, clips
+    from testkit.demo_clips import PACK, clips
 
     from mvsep.engine import Options, Separator
     sep = Separator(PACK, device="cuda")

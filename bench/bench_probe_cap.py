@@ -7,7 +7,6 @@ duration limit (SPARK_MAX_DURATION_S), which stops decoding once the cap is pass
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mvsep.audio import probe  # noqa: E402
+from mvsep.audio import probe
 
 
 def silent_flac(path: Path, minutes: float, sr: int = 44100) -> None:

@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from mvsep import toypack  # noqa: E402
-from test_service_support import Server, make_wav, wait_job  # noqa: E402
+from testkit import toypack  # noqa: E402
+from testkit.service import Server, make_wav, wait_job  # noqa: E402
 
 
 def run_batch(tmp: Path, pack: Path, clips: list[Path], gpus: str, threads: int) -> float:

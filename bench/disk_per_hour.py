@@ -10,17 +10,14 @@ until the job ends: its peak is the larger of the engine's and 2 x stems, plus t
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_engine import write_input  # noqa: E402
+from bench_engine import write_input  # noqa: E402 (the script's own dir is on sys.path)
 
 
 def used(*dirs: Path) -> int:
@@ -69,7 +66,8 @@ def main() -> None:
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
-    from mvsep import Separator, toypack
+    from mvsep import Separator
+    from testkit import toypack
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         src = tmp / "input.wav"

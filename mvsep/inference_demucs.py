@@ -15,9 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the package, not its modules as top-level names
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 from mvsep.errors import (InputError, ModelPackError, MvsepError,  # noqa: E402
                           OptionError, OutOfMemoryError)
 

@@ -103,6 +103,9 @@ case "${SERVE_MODE:-http}" in
 esac
 [ -x "$PY" ] || command -v "$PY" >/dev/null 2>&1 || die "no Python to run the server: $PY"
 export HOST PORT SPARK_API_TOKEN SPARK_DATA_DIR SPARK_MODELS_DIR="$MODELS_DIR"
+# the app's packages (mvsep, service) for a target below the app root (the RunPod worker); the boot chain's venv
+# holds the pinned wheels, the app itself is this dir (setup.sh installs it with `pip install -e .` instead)
+export PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}"
 log "starting $target (HOST:PORT $HOST:$PORT, models in $MODELS_DIR, data in $SPARK_DATA_DIR)"
 cd "$APP_DIR"
 if [ -n "$LOG_FILE" ]; then

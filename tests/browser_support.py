@@ -7,7 +7,7 @@ import time
 
 import pytest
 from page_support import SHOTS
-from test_service_support import TOKEN, Server
+from testkit.service import TOKEN, Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

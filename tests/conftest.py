@@ -7,12 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from mvsep import toypack
+from testkit import toypack
 
 torch.set_num_threads(1)
 
 SR = 44100
 BAND_CUTOFF_HZ = 4000.0  # the bandsplit pack's cutoff (toypack.build_pack default)
+
+
+def pytest_sessionstart(session):
+    """Subprocesses (the CLI, the RunPod worker, bench scripts) import the installed package, not the repo dir."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    try:
+        distribution("spark-dubbing")
+    except PackageNotFoundError:
+        pytest.exit("the repo's package is not installed in this Python: run `.venv/bin/pip install -e .` "
+                    "(setup.sh does)", returncode=2)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,19 +1,16 @@
-"""Helpers for the page's browser test: Chromium via Selenium, keys-only navigation, the DevTools protocol, and a
-finished 45-minute job placed in a running server's store (no 45-minute separation on a 2-core CI machine)."""
+"""A finished job placed in a running server's store, with one float WAV stem of any length written straight into
+its result.zip (no 45-minute separation on a 2-core CI machine), and where screenshots go."""
 from __future__ import annotations
 
 import struct
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from test_service_support import ROOT
-
-sys.path.insert(0, str(ROOT))
-from service.store import Store, new_job_id  # noqa: E402
+from service.store import Store, new_job_id
+from testkit.service import ROOT
 
 SHOTS = ROOT / "tests" / "out" / "screenshots"
 

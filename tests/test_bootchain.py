@@ -1,6 +1,6 @@
 """The cloud boot chain end to end, on this machine, without the network.
 
-Artifacts are made by the repo's own builders from a small test pack (mvsep.toypack) and tiny real wheels, served
+Artifacts are made by the repo's own builders from a small test pack (testkit.toypack) and tiny real wheels, served
 by a Range-capable HTTP server on 127.0.0.1 (tests/bats/helpers/http_server.py), and the whole chain runs in a
 temporary root: onStartupvastai.sh -> entrypoint.sh (app fetched as a tarball, checked) -> demucsServe.sh ->
 server.py, which must answer /ready and do a real separation through /separate. Then the failure paths on the
@@ -23,6 +23,8 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+
+from testkit import load_module
 
 import numpy as np
 import pytest
@@ -98,7 +100,7 @@ def published(tmp_path_factory):
     d = tmp_path_factory.mktemp("bootchain")
     pack, pub, wheels = d / "pack", d / "pub", d / "wheels" / PYVER
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "mvsep.toypack", str(pack), "--kind", "random", "--stems", "vocals"],
+    subprocess.run([sys.executable, "-m", "testkit.toypack", str(pack), "--kind", "random", "--stems", "vocals"],
                    check=True, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([str(SCRIPTS / "build_model_pack.sh"), str(pack), str(pub), "--parts", "3"], check=True,
                    stdout=subprocess.DEVNULL)
@@ -415,11 +417,7 @@ def test_runpod_templates():
     assert t["env"]["SPARK_DEVICE"] == "cuda"
     job = json.loads((REPO / "deploy/runpod/test_input.json").read_text())
     pytest.importorskip("runpod")
-    sys.path.insert(0, str(HANDLER.parent))
-    try:
-        import handler
-    finally:
-        sys.path.remove(str(HANDLER.parent))
+    handler = load_module(HANDLER)
     from mvsep.catalog import request_fields
     assert set(job["input"]) <= handler.JOB_FIELDS | {"stems", "recipe"} | set(request_fields())
     opts, stems = handler.parse_options({k: v for k, v in job["input"].items() if k not in ("url", "upload")})

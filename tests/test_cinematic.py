@@ -5,10 +5,10 @@ import pytest
 import soundfile as sf
 
 from conftest import BAND_CUTOFF_HZ, SR
-from mvsep import toypack
+from testkit import toypack
 from mvsep.engine import Options, Separator
 from mvsep.errors import NotInPackError, OptionError
-from reference import reference_cinematic
+from testkit.reference import reference_cinematic
 
 TOL = 1e-4
 

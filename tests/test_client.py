@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from test_service_support import TOKEN, Server, free_port, make_wav, wait_job
+from testkit.service import TOKEN, Server, free_port, make_wav, wait_job
 
 spark_client = pytest.importorskip("spark_client", reason="pip install -e ./client (setup.sh does)")
 from spark_client import Client, Unavailable  # noqa: E402
@@ -330,7 +330,7 @@ def test_separate_and_download_write_one_layout(server, media, tmp_path):
 @pytest.fixture(scope="module")
 def film_server(tmp_path_factory):
     """A pack with the vocals models and the default cinematic checkpoint: no 4 stems, no high_quality."""
-    from mvsep import toypack
+    from testkit import toypack
     pack = toypack.build_pack(tmp_path_factory.mktemp("film_pack"), kind="random", stems="vocals")
     toypack.build_cinematic(pack, files=(toypack.CINEMATIC_FILES[1],))
     srv = Server(tmp_path_factory.mktemp("film") / "data", pack, SPARK_MAX_UPLOAD_MB=1).start()

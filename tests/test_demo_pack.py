@@ -26,8 +26,7 @@ import soundfile as sf
 import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK = ROOT / "mvsep" / "demo_pack"
-CLIPS = Path(__file__).resolve().parent / "data" / "demo_pack"
+from testkit.demo_clips import CLIPS, PACK, clips  # noqa: E402, F401 (CLIPS: for the modules importing this one)
 FILES = ["Kim_Vocal_2.onnx", "Kim_Inst.onnx", "04573f0d-f3cf25b2.th", "97d170e1-dbb4db15.th"]  # + cinematic
 SR = 44100
 
@@ -47,17 +46,6 @@ def lag(ref: np.ndarray, est: np.ndarray, max_lag: int = 32) -> int:
     n = len(r)
     scores = [np.dot(r[max(0, k):n + min(0, k)], e[max(0, -k):n - max(0, k)]) for k in range(-max_lag, max_lag + 1)]
     return int(np.argmax(scores)) - max_lag
-
-
-def clips() -> list[tuple[np.ndarray, np.ndarray]]:
-    out = []
-    for k in range(3):
-        v, sr1 = sf.read(CLIPS / f"clip{k}_vocals.ogg", dtype="float32", always_2d=True)
-        b, sr2 = sf.read(CLIPS / f"clip{k}_background.ogg", dtype="float32", always_2d=True)
-        assert sr1 == sr2 == SR
-        n = min(len(v), len(b))
-        out.append((v[:n], b[:n]))
-    return out
 
 
 def check(stems_per_clip, truth, where: str) -> None:

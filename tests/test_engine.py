@@ -11,12 +11,12 @@ import soxr
 import torch
 
 from conftest import SR
-from mvsep import toypack
+from testkit import toypack
 from mvsep.engine import Options, Separator
 from mvsep.errors import Cancelled, ModelPackError, NotInPackError, OptionError
 from mvsep.mdx import CUTOFF_HZ, GEN, MdxRunner
 from mvsep.signals import ArraySignal
-from reference import reference_separate
+from testkit.reference import reference_separate
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4

@@ -16,7 +16,7 @@ from mvsep.engine import Separator
 from mvsep.errors import OutOfMemoryError
 from mvsep.mdx import GEN, MdxRunner
 from mvsep.signals import ArraySignal
-from reference import reference_demucs, reference_mdx
+from testkit.reference import reference_demucs, reference_mdx
 
 TOL = 1e-4
 ORT_PREFIX = "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. "

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvsep import surround, toypack
+from mvsep import surround
+from testkit import toypack
 from mvsep.engine import Options, Separator
 
 GOLDEN = Path(__file__).parent / "data" / "golden.json"

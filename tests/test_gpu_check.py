@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mvsep import gpu_check
-from test_service_support import ROOT, Server, make_wav
+from testkit.service import ROOT, Server, make_wav
 
 # The texts torch's CUDA build and ONNX Runtime give (c10/cuda and the provider bridge's loader).
 DRIVER_TOO_OLD = ("The NVIDIA driver on your system is too old (found version 12040). Please update your GPU driver "

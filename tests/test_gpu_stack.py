@@ -2,17 +2,17 @@
 driver floor. `stack_problems` reads the repo's files (or altered copies of them) and lists every disagreement."""
 import json
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
+
+from testkit import load_module
 
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-import wheel_target  # noqa: E402  (scripts/ is not a package)
+wheel_target = load_module(REPO / "scripts" / "wheel_target.py")  # scripts/ is not a package
 
 # Facts from the wheels' metadata on PyPI (`pip install --dry-run --report`); a new pin needs its line here.
 TORCH_CUDA = {"2.13.0": "13.0"}          # torch 2.13.0 (Linux x86_64) requires cuda-toolkit==13.0.3

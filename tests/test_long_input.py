@@ -4,7 +4,7 @@ import soundfile as sf
 
 from conftest import SR
 from mvsep.engine import Options, Separator
-from reference import reference_separate
+from testkit.reference import reference_separate
 
 
 def test_two_minutes_windowed_equal_whole_file(vocals_pack, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from page_support import finished_long_job
 from service import media_cookie
-from test_service_support import TOKEN, Server
+from testkit.service import TOKEN, Server
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import soundfile as sf
 from browser_support import (ActionChains, By, Keys, chromium, focused, keys, login, needs_chromium,
                              page_server, shot, tab_to, visible_text, wait, wait_job_end)
 from page_support import finished_long_job
-from test_service_support import ROOT, TOKEN
+from testkit.service import ROOT, TOKEN
 
 pytestmark = needs_chromium
 CLIP = ROOT / "examples" / "dialog_over_music.flac"

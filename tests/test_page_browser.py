@@ -18,7 +18,7 @@ import soundfile as sf
 
 from browser_support import (MAX_DURATION_S, MAX_UPLOAD_MB, By, Select, chromium, drawn_pixels, login,
                              needs_chromium, page_server, shot, visible_text, wait)
-from test_service_support import ROOT, TOKEN
+from testkit.service import ROOT, TOKEN
 
 pytestmark = needs_chromium
 CLIP = ROOT / "examples" / "dialog_over_music.flac"

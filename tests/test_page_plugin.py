@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 
 from browser_support import By, Select, chromium, drawn_pixels, login, needs_chromium, shot, wait
-from mvsep import toypack
+from testkit import toypack
 from test_recipe_plugin import PACK_GAIN, PLUGIN, env_with_plugin, gain_of
-from test_service_support import TOKEN, Server
+from testkit.service import TOKEN, Server
 
 pytestmark = needs_chromium
 SR = 44100

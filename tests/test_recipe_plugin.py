@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvsep import recipes, toypack
+from mvsep import recipes
+from testkit import toypack
 from mvsep.catalog import catalogue, translate
 from mvsep.engine import Options, Separator
 from mvsep.errors import OptionError
-from test_service_support import Server
+from testkit.service import Server
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 44100

@@ -5,14 +5,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from test_service_support import Server
+from testkit.service import Server
 
 TYPES = {"bool", "int", "float", "choice"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from mvsep import toypack
+    from testkit import toypack
     pack = toypack.build_pack(tmp_path_factory.mktemp("film_pack"), kind="random", stems="vocals")
     toypack.build_cinematic(pack, files=(toypack.CINEMATIC_FILES[1],))
     srv = Server(tmp_path_factory.mktemp("recipes") / "data", pack, SPARK_MAX_UPLOAD_MB=64,

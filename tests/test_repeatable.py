@@ -13,7 +13,7 @@ from mvsep import audio
 from mvsep.demucs_runner import DemucsRunner, plan
 from mvsep.engine import Options, Separator
 from mvsep.signals import ArraySignal
-from reference import reference_demucs
+from testkit.reference import reference_demucs
 
 TOL = 1e-4
 

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_service_support import TOKEN, Server, local_http, make_wav, wait_job
+from testkit.service import TOKEN, Server, local_http, make_wav, wait_job
 
 ROUTES = [("GET", "/ready"), ("GET", "/status"), ("GET", "/metrics"), ("POST", "/separate"), ("POST", "/jobs"),
           ("GET", "/jobs"), ("GET", "/jobs/0123456789abcdef0123456789abcdef"),

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from test_service_support import TOKEN, Server, make_wav
+from testkit.service import TOKEN, Server, make_wav
 
 NOFILE = 200
 HEADER_TIMEOUT = 3

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from test_service_support import Server, local_http, make_wav, wait_job
+from testkit.service import Server, local_http, make_wav, wait_job
 
 BIG = 5 * 2**20  # more than the tmpfs holds, less than SPARK_MAX_UPLOAD_MB
 

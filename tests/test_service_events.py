@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_service_support import Server, make_wav, wait_job
+from testkit.service import Server, make_wav, wait_job
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 

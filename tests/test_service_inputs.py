@@ -10,7 +10,7 @@ from mvsep import Options
 from mvsep.audio import probe
 from mvsep.errors import OptionError
 from service.store import Store, new_job_id, valid_id
-from test_service_support import Server, make_wav, wait_job
+from testkit.service import Server, make_wav, wait_job
 
 DEAD_URL = "http://127.0.0.1:1/a.wav"  # never fetched: every case below fails before the download
 

@@ -19,11 +19,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from mvsep import toypack
+from testkit import toypack
 from service import disk
 from service.config import Config
 from service.store import Store, new_job_id
-from test_service_support import Server, make_wav, wait_job
+from testkit.service import Server, make_wav, wait_job
 
 
 def upload(c, path, **data):

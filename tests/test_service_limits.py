@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from test_service_support import ROOT, Server, free_port, make_wav, wait_job
+from testkit.service import ROOT, Server, free_port, make_wav, wait_job
 
 
 @pytest.fixture(scope="module")

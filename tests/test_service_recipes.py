@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvsep import surround, toypack
-from test_service_support import Server, make_wav
+from mvsep import surround
+from testkit import toypack
+from testkit.service import Server, make_wav
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import soundfile as sf
 
-from test_service_support import Server, make_wav, wait_job
+from testkit.service import Server, make_wav, wait_job
 
 
 def test_kill_9_mid_job_loses_nothing(tmp_path, vocals_pack):

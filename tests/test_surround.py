@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 
 from conftest import BAND_CUTOFF_HZ
-from mvsep import audio, surround, toypack
+from mvsep import audio, surround
+from testkit import toypack
 from mvsep.engine import Options, Separator
 from mvsep.errors import OptionError
 

@@ -16,9 +16,9 @@ from demucs.htdemucs import HTDemucs
 from demucs.states import load_model
 
 from conftest import BAND_CUTOFF_HZ, SR
-from mvsep import toypack
-from mvsep.toypack import PACK_FILES, VOCALS_FILES, BandSplitDemucs
-from reference import load_bag, reference_demucs, reference_mdx, reference_separate
+from testkit import toypack
+from testkit.toypack import PACK_FILES, VOCALS_FILES, BandSplitDemucs
+from testkit.reference import load_bag, reference_demucs, reference_mdx, reference_separate
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = ["drums", "bass", "other", "vocals"]
@@ -181,12 +181,12 @@ def test_packs_are_reproducible_and_seeded(tmp_path):
 
 def test_command_line_builds_a_pack(tmp_path):
     out = tmp_path / "cli_pack"
-    proc = subprocess.run([sys.executable, "-m", "mvsep.toypack", str(out), "--kind", "bandsplit",
+    proc = subprocess.run([sys.executable, "-m", "testkit.toypack", str(out), "--kind", "bandsplit",
                            "--stems", "vocals", "--seed", "3"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted([*VOCALS_FILES, "SHA256SUMS"])
-    # pickled as mvsep.toypack.BandSplitDemucs (not __main__), so other processes can load it
+    # pickled as testkit.toypack.BandSplitDemucs (not __main__), so other processes can load it
     assert type(load_quietly(out / "04573f0d-f3cf25b2.th")) is BandSplitDemucs
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True).returncode == 0
 

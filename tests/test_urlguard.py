@@ -131,7 +131,7 @@ def test_fetch_url_refuses_inside(tmp_path):
 
 def test_server_refuses_inside(tmp_path, vocals_pack):
     _only_loopback()
-    from test_service_support import Server
+    from testkit.service import Server
     srv = Server(tmp_path / "data", vocals_pack).start()
     try:
         with srv.client() as c:

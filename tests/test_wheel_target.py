@@ -1,14 +1,14 @@
 """scripts/wheel_target.py: markers evaluated for the target Python; the downloaded set checked against the
 wheels' own Requires-Dist (tiny real wheels from tests/bats/helpers/make_wheel.py)."""
-import sys
 from pathlib import Path
+
+from testkit import load_module
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests/bats/helpers")]
-import wheel_target  # noqa: E402
-from make_wheel import make_wheel  # noqa: E402
+wheel_target = load_module(REPO / "scripts" / "wheel_target.py")
+make_wheel = load_module(REPO / "tests" / "bats" / "helpers" / "make_wheel.py").make_wheel
 
 
 @pytest.fixture

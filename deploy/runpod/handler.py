@@ -34,15 +34,10 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script from deploy/runpod/
-    sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import runpod  # noqa: E402

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from make_data import SR, heldout_mixtures  # noqa: E402
+from make_data import SR, heldout_mixtures  # noqa: E402 (the script's own dir is on sys.path)
 
 CONDITIONS = (-5.0, 0.0, 5.0, 10.0)
 
@@ -87,10 +85,8 @@ def separator(via: str, pack: Path):
     if via == "builtin":
         return lambda mix: builtin_separate(pack, mix)
     if via == "reference":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from reference import reference_separate
+        from testkit.reference import reference_separate
         return lambda mix: reference_separate(pack, mix, only_vocals=True)
-    sys.path.insert(0, str(ROOT))
     from mvsep import Options, Separator
     sep = Separator(model_dir=pack, device="cpu")
     opts = Options(only_vocals=True, shifts=0)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,10 +24,8 @@ import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
-from make_data import SR, load_split  # noqa: E402
-from train_cinematic import load_effects  # noqa: E402
+from make_data import SR, load_split  # noqa: E402 (the script's own dir is on sys.path)
+from train_cinematic import load_effects  # noqa: E402 (the script's own dir is on sys.path)
 
 CONDITIONS = (-5.0, 0.0, 5.0, 10.0)
 STEMS = ("dialog", "music", "effects", "background")

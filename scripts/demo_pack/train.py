@@ -28,8 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_data import SR, load_split  # noqa: E402
+from make_data import SR, load_split  # this script's own dir
 
 N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
 LOW = 1024          # bins kept at full resolution in the mask; above, groups of POOL bins share a value

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -27,9 +26,8 @@ import soundfile as sf
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from make_data import SR, load_split  # noqa: E402
-from train import sdr_loss, train_loop  # noqa: E402
+from make_data import SR, load_split  # noqa: E402 (the script's own dir is on sys.path)
+from train import sdr_loss, train_loop  # noqa: E402 (the script's own dir is on sys.path)
 
 NAME = "97d170e1-dbb4db15.th"
 SOURCES = ["music", "effects", "dialog"]     # o[0] music, o[1] effects, o[2] dialog (the spec's order)

@@ -4,7 +4,7 @@ Real weights cannot be fetched by tests, so tests, benchmarks and boot-chain che
 MDX-Net ONNX files with the real signature and demucs checkpoints saved exactly like demucs saves them
 (loadable with `demucs.states.load_model`), only tiny and with seeded random (or known) weights.
 
-Command line: python -m mvsep.toypack DIR [--kind random|bandsplit|identity] [--stems all|vocals] [--seed N]
+Command line: python -m testkit.toypack DIR [--kind random|bandsplit|identity] [--stems all|vocals] [--seed N]
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def write_mdx_onnx(path, kind: str = "random", seed: int = 0, cutoff_hz: float |
         raise ValueError(f"unknown MDX kind {kind!r}")
     graph = helper.make_graph(nodes, f"toy_mdx_{kind}", [x], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="mvsep.toypack")
+                              producer_name="testkit.toypack")
     model.ir_version = 8  # opset 17 era; loads with any recent onnxruntime
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
@@ -320,7 +320,7 @@ def build_cinematic(pack_dir, kind: str = "random", seed: int = 0, cutoff_hz: fl
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mvsep.toypack", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m testkit.toypack", description=__doc__.splitlines()[0])
     ap.add_argument("dir")
     ap.add_argument("--kind", choices=("random", "bandsplit", "identity"), default="random")
     ap.add_argument("--stems", choices=("all", "vocals"), default="all")
@@ -341,6 +341,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # re-import under the package name so pickled classes read mvsep.toypack, not __main__
-    from mvsep.toypack import main as _main
+    # re-import under the package name so pickled classes read testkit.toypack, not __main__
+    from testkit.toypack import main as _main
     raise SystemExit(_main())
