@@ -87,8 +87,10 @@ def test_banner_keeps_the_layout(server, browser):
 def test_keyboard_only_flow(server, browser, downloads):
     """Log in, choose a file, send, open the job, play, solo, seek, download and delete with keys only."""
     d = browser
-    d.get(server.base + "/")
-    d.execute_script("sessionStorage.clear()")
+    login(d, server)  # then log out (clearing the tab's token while a login is in flight would race it)
+    d.find_element(By.ID, "logout").click()
+    wait(d, lambda d: d.find_element(By.ID, "login").is_displayed(), what="logged out")
+    assert d.execute_script("return sessionStorage.getItem('spark-token')") is None
     d.get(server.base + "/")
     wait(d, lambda d: d.find_element(By.ID, "token").is_displayed(), what="login")
     tab_to(d, "token")
@@ -99,14 +101,15 @@ def test_keyboard_only_flow(server, browser, downloads):
     assert d.find_element(By.ID, "drop-text").text.startswith("dialog_over_music.flac")
     tab_to(d, "recipe")
     keys(d, Keys.HOME)  # the first recipe: mdx23
+    before = {li.get_attribute("id") for li in d.find_elements(By.CSS_SELECTOR, "#job-list li")}
     tab_to(d, "send")
     keys(d, Keys.ENTER)
-    wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
+    job_id = wait(d, lambda d: next((li.get_attribute("id")[4:] for li in
+                                     d.find_elements(By.CSS_SELECTOR, "#job-list li.selected")
+                                     if li.get_attribute("id") not in before), None), what="the new job open")
     assert wait_job_end(d) == "succeeded"
-    job_id = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")[4:]
     # open another job and come back to this one with the keyboard
-    d.find_element(By.TAG_NAME, "body").click()
-    d.execute_script("document.activeElement.blur()")
+    d.execute_script("document.activeElement.blur()")  # Tab goes on from the form, above the job list
     label = tab_to(d, "button.open")
     keys(d, Keys.ENTER)
     opened = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")[4:]
