@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .owners import Owners
 from . import events, peaks
 from .routes import events as events_routes
-from .routes import files, jobs, page, system
+from .routes import files, jobs, media, page, system
 from .routes import peaks as peaks_routes
 from .schemas import ErrorBody
 from .store import Store
@@ -187,7 +187,7 @@ def create_app(cfg: Config) -> FastAPI:
     app.include_router(page.router)
     # Documents the bearer scheme in OpenAPI; TokenAuth enforces it.
     api = APIRouter(dependencies=[Security(HTTPBearer(auto_error=False))], responses=ERRORS)
-    for r in (system.router, jobs.router, files.router, events_routes.router, peaks_routes.router):
+    for r in (system.router, media.router, jobs.router, files.router, events_routes.router, peaks_routes.router):
         api.include_router(r)
     app.include_router(api)
     return app

@@ -7,9 +7,12 @@ from base64 import b64decode
 
 from fastapi.responses import JSONResponse
 
+from . import media_cookie
+from .routes.page import FILES
+
 
 class TokenAuth:
-    OPEN = {"/health", "/", "/ui/app.js", "/ui/app.css"}  # the page shell holds no data (routes/page.py)
+    OPEN = {"/health", *FILES}  # the page shell holds no data (routes/page.py)
 
     def __init__(self, app, token: str | None):
         self.app = app
@@ -31,7 +34,7 @@ class TokenAuth:
         if scope["type"] != "http" or self.token is None or scope["path"] in self.OPEN:
             return await self.app(scope, receive, send)
         header = dict(scope["headers"]).get(b"authorization", b"")
-        if self._ok(header):
+        if self._ok(header) or media_cookie.allows(scope, self.token):
             return await self.app(scope, receive, send)
         response = JSONResponse(
             {"error": "unauthorized", "message": "missing or wrong token (Authorization: Bearer <token>)"},

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -152,9 +153,11 @@ def test_submit_list_wait_download_cancel(server, media, tmp_path):
     r = spark(server, "download", ids[0], "--out", str(tmp_path / "z"), "--zip", "--json")
     assert r.returncode == 0
     (zpath,) = json.loads(r.stdout)
+    assert zpath == str(tmp_path / "z" / "scene one" / "stems.zip")
     assert zipfile.ZipFile(zpath).namelist() == ["scene one_vocals.wav"]
     r = spark(server, "download", ids[1], "--out", str(tmp_path / "s"))
-    assert r.returncode == 0 and sf.info(r.stdout.strip()).frames == sf.info(str(media["c"])).frames
+    assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "s" / "single" / "vocals.wav")
+    assert sf.info(r.stdout.strip()).frames == sf.info(str(media["c"])).frames
     assert spark(server, "cancel", *ids).stdout.split() == [ids[0], "deleted", ids[1], "deleted"]
     # A running job canceled from another shell: `wait` says so with its own exit code.
     job_id = spark(server, "submit", str(media["long"])).stdout.strip()
@@ -262,3 +265,137 @@ def test_library_separate_upload_progress_url_and_unreachable_server(server, med
     with Client(f"http://127.0.0.1:{free_port()}", TOKEN, retries=1, backoff=0.05) as c:
         with pytest.raises(Unavailable):
             c.jobs()
+
+
+def job_count(server) -> int:
+    with server.client() as c:
+        return len(c.get("/jobs").json()["jobs"])
+
+
+def test_local_input_problems_exit_10_before_any_upload(server, media, tmp_path):
+    empty, junk = tmp_path / "empty", tmp_path / "junk"
+    empty.mkdir()
+    junk.mkdir()
+    (junk / "readme.txt").write_text("no media here")
+    before = job_count(server)
+    cases = [(["submit", str(tmp_path / "missing.wav")], "missing.wav: no such file or folder"),
+             (["separate", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o")], "no such file or folder"),
+             (["separate", str(empty), "--out", str(tmp_path / "o")], "empty: no media files in this folder"),
+             (["submit", str(junk)], "junk: no media files in this folder"),
+             # a good input first: nothing is uploaded when a later one is missing
+             (["submit", str(media["c"]), str(tmp_path / "gone.flac")], "gone.flac: no such file or folder")]
+    for args, words in cases:
+        r = spark(server, *args)
+        assert r.returncode == 10, (args, r.returncode, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = spark(server, "submit", str(tmp_path / "missing.wav"), "--json")
+    assert r.returncode == 10 and json.loads(r.stdout)["error"] == "InputMissing"
+    assert job_count(server) == before  # nothing reached the server
+    if os.geteuid() != 0:  # root reads any file
+        locked = tmp_path / "locked.wav"
+        locked.write_bytes(media["c"].read_bytes())
+        locked.chmod(0)
+        r = spark(server, "submit", str(locked))
+        assert r.returncode == 10 and "cannot read it" in r.stderr
+    r = spark(server, "submit", "/dev/null")
+    assert r.returncode == 10 and "not a regular file" in r.stderr
+    assert "10 a local input is" in spark(server, "--help").stdout.replace("\n", " ")
+
+
+def test_a_closed_stdout_ends_quietly(server, media):
+    env = {**os.environ, "SPARK_SERVER": server.base, "SPARK_API_TOKEN": TOKEN}
+    for args in (["list", "--json"], ["recipes"], ["list"]):
+        p = subprocess.Popen([sys.executable, "-m", "spark_client", *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        p.stdout.close()  # the reader is gone before the first line (`spark list --json | head -0`)
+        err = p.stderr.read()
+        assert p.wait(30) == 141 and err == "", (args, err)
+
+
+def test_separate_and_download_write_one_layout(server, media, tmp_path):
+    r = spark(server, "separate", str(media["c"]), "--out", str(tmp_path / "a"), "--keep", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads(r.stdout)
+    r = spark(server, "download", res["job_id"], "--out", str(tmp_path / "b"), "--json")
+    assert r.returncode == 0, r.stderr
+    sep = sorted(str(Path(p).relative_to(tmp_path / "a")) for p in res["files"].values())
+    down = sorted(str(Path(p).relative_to(tmp_path / "b")) for p in json.loads(r.stdout))
+    assert sep == down == ["single/instrumental.wav", "single/vocals.wav"]
+    # again into the same folder: a new folder, nothing overwritten
+    r = spark(server, "download", res["job_id"], "--out", str(tmp_path / "b"), "--stem", "vocals")
+    assert r.stdout.strip() == str(tmp_path / "b" / f"single_{res['job_id'][:8]}" / "vocals.wav")
+    spark(server, "cancel", res["job_id"])
+
+
+@pytest.fixture(scope="module")
+def film_server(tmp_path_factory):
+    """A pack with the vocals models and the default cinematic checkpoint: no 4 stems, no high_quality."""
+    from testkit import toypack
+    pack = toypack.build_pack(tmp_path_factory.mktemp("film_pack"), kind="random", stems="vocals")
+    toypack.build_cinematic(pack, files=(toypack.CINEMATIC_FILES[1],))
+    srv = Server(tmp_path_factory.mktemp("film") / "data", pack, SPARK_MAX_UPLOAD_MB=1).start()
+    yield srv
+    srv.stop()
+
+
+def test_recipes_and_their_options_from_the_catalogue(film_server, media, tmp_path):
+    srv = film_server
+    # Help lists each recipe's stems, read from the server (only what its pack can make).
+    r = spark(srv, "separate", "--help")
+    assert r.returncode == 0
+    assert "mdx23: vocals, instrumental\n" in r.stdout, r.stdout
+    assert "cinematic: dialog, music, effects, background, background2" in r.stdout
+    for flag in ("--recipe", "--layout", "--high-quality", "--sample-rate", "--mono", "--precision"):
+        assert flag in r.stdout
+    offline = spark(f"http://127.0.0.1:{free_port()}", "submit", "--help")  # no server: the built-in list
+    assert offline.returncode == 0 and "cinematic: dialog, music, effects" in offline.stdout
+    r = spark(srv, "recipes")
+    assert r.returncode == 0 and "drums  (unavailable: the installed pack lacks" in r.stdout, r.stdout
+    assert "option high_quality=False" in r.stdout and "limits: 1 MB" in r.stdout
+    assert [x["name"] for x in json.loads(spark(srv, "recipes", "--json").stdout)["recipes"]] == ["mdx23", "cinematic"]
+
+    # What the catalogue rules out is refused before the upload (exit 4), in plain words.
+    before = job_count(srv)
+    for args, words in ((["--recipe", "karaoke"], "recipe karaoke: this server offers mdx23, cinematic"),
+                        (["--recipe", "cinematic", "--stems", "vocals"], "stems: vocals not made by recipe cinematic"),
+                        (["--stems", "vocals,drums"], "stem drums: the installed pack lacks"),
+                        ([str(media["long"])], "this server takes files up to 1 MB"),
+                        (["--set", "high_quality=true"], "--set high_quality: not an option of recipe mdx23"),
+                        (["--set", "overlap_large"], "--set overlap_large: expected NAME=VALUE")):
+        r = spark(srv, "submit", str(media["c"]), *args)
+        assert r.returncode == 4 and words in r.stderr and "Value error" not in r.stderr, (args, r.stderr)
+    assert job_count(srv) == before
+    # The server's own refusal (high_quality needs files this pack lacks) arrives as exit 4 too.
+    r = spark(srv, "submit", str(media["c"]), "--recipe", "cinematic", "--high-quality")
+    assert r.returncode == 4 and "97d170e1-a778de4a.th" in r.stderr, r.stderr
+
+    # The film options reach the job.
+    r = spark(srv, "separate", str(media["c"]), "--out", str(tmp_path), "--recipe", "cinematic", "--stems",
+              "dialog,background", "--layout", "stereo", "--sample-rate", "44100", "--mono", "--format", "flac",
+              "--set", "shifts=0", "--keep", "--json")
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads(r.stdout)
+    assert sorted(res["files"]) == ["background", "dialog"]
+    info = sf.info(res["files"]["dialog"])
+    assert info.channels == 1 and info.samplerate == 44100 and info.format == "FLAC"
+    with srv.client() as c:
+        opts = c.get(f"/jobs/{res['job_id']}").json()["options"]
+    assert opts["recipe"] == "cinematic" and opts["layout"] == "stereo" and opts["mono"] is True
+    assert opts["shifts"] == 0  # --set reaches the job
+
+
+def test_the_eta_is_withheld_until_steady():
+    from spark_client.cli import SteadyEta
+    now = [0.0]
+    eta = SteadyEta(clock=lambda: now[0])
+    swing = []
+    for raw in (30, 45, 70, 110, 150, 190, 220):  # the issue's climb on a 150 s file, one estimate per 2 s
+        swing.append(eta.words(raw))
+        now[0] += 2
+    assert set(swing) == {"estimating the time left"}
+    eta, shown = SteadyEta(clock=lambda: now[0]), []
+    for raw in (600, 560, 640, 570, 590, 610, 560, 580, 600):
+        shown.append(eta.words(raw))
+        now[0] += 2
+    assert shown[:3] == ["estimating the time left"] * 3 and set(shown[3:]) == {"about 8-12 min left"}, shown
+    assert eta.words(None) == ""

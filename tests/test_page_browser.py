@@ -1,32 +1,32 @@
 """The operator page in a real browser: Debian's Chromium, headless, driven by Selenium (Debian's chromium-driver),
 against the real server with the demo pack. Screenshots of each step go to tests/out/screenshots/.
+
+The tests share one server and one browser and run in file order. tests/test_page_access.py: keyboard, errors,
+the ETA, film-length playback.
 """
 from __future__ import annotations
 
-import shutil
+import functools
+import http.server
+import threading
 import time
 import zipfile
 
+import numpy as np
 import pytest
 import soundfile as sf
 
-from testkit.service import ROOT, TOKEN, Server
+from browser_support import (MAX_DURATION_S, MAX_UPLOAD_MB, By, Select, chromium, drawn_pixels, login,
+                             needs_chromium, page_server, shot, visible_text, wait)
+from testkit.service import ROOT, TOKEN
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
-SHOTS = ROOT / "tests" / "out" / "screenshots"
+pytestmark = needs_chromium
 CLIP = ROOT / "examples" / "dialog_over_music.flac"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("page") / "data", None, SPARK_DEMO_PACK="1").start()
-    yield srv
-    srv.stop()
+    yield from page_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -36,45 +36,7 @@ def downloads(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(downloads):
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def shot(driver, name: str) -> None:
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
-
-
-def wait(driver, cond, timeout: float = 30, what: str = ""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d), what)
-
-
-def visible_text(driver, css: str) -> str:
-    el = driver.find_element(By.CSS_SELECTOR, css)
-    return el.text if el.is_displayed() else ""
-
-
-def drawn_pixels(driver, stem: str) -> int:
-    return driver.execute_script("""
-        const c = document.querySelector(`.track[data-stem="${arguments[0]}"] canvas`);
-        if (!c || !c.width) return 0;
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-        return n;""", stem)
-
+    yield from chromium(downloads)
 
 def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     d = browser
@@ -96,9 +58,18 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     wait(d, lambda d: "DEMO pack" in d.find_element(By.ID, "server-status").text, what="status line")
     assert d.execute_script("return sessionStorage.getItem('spark-token')") == TOKEN
     assert TOKEN not in d.current_url and d.execute_script("return localStorage.length") == 0
+    # The limits come from the catalogue and are shown before anything is chosen.
+    assert d.find_element(By.ID, "limits").text == "Up to 20.0 MB and 10 min per file."
     shot(d, "03-logged-in")
 
-    # A file that is not media, dropped on the drop zone: refused with the server's reason.
+    # The demo pack cannot make drums/bass/other: greyed out with the reason, not offered.
+    for stem in ("drums", "bass", "other"):
+        box = d.find_element(By.CSS_SELECTOR, f'#stems input[value="{stem}"]')
+        assert not box.is_enabled() and not box.is_selected()
+        assert "the installed pack lacks" in d.find_element(By.ID, f"why-{stem}").text
+    assert d.find_element(By.CSS_SELECTOR, '#stems input[value="vocals"]').is_selected()
+
+    # A file that is not media, dropped on the drop zone: refused with the server's reason, in plain words.
     d.execute_script("""
         const dt = new DataTransfer();
         dt.items.add(new File(['this is not audio at all\\n'.repeat(100)], 'notes.wav'));
@@ -107,17 +78,34 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     d.find_element(By.ID, "send").click()
     wait(d, lambda d: visible_text(d, "#submit-msg").startswith("Refused:"), what="refused message")
     assert "decode" in visible_text(d, "#submit-msg") or "format" in visible_text(d, "#submit-msg")
+    assert "Value error" not in visible_text(d, "#submit-msg")
     shot(d, "04-bad-file")
 
-    # Upload the example clip; follow the progress to 100 %.
+    # Too big / too long for this server: refused by the page before any upload (the server sees no job).
+    big, long_ = tmp_path / "big.wav", tmp_path / "long.wav"
+    sf.write(str(big), np.zeros((int(MAX_UPLOAD_MB * 1048576 / 4) + 44100, 2), np.int16), 44100)
+    sf.write(str(long_), np.zeros(8000 * (MAX_DURATION_S + 60), np.int16), 8000)
+    for path, words in ((big, "this server takes files up to 20.0 MB"),
+                        (long_, "lasts 11 min; this server takes up to 10 min")):
+        d.find_element(By.ID, "file").send_keys(str(path))
+        d.find_element(By.ID, "send").click()
+        wait(d, lambda d, w=words: w in visible_text(d, "#submit-msg"), what=f"refused before upload: {words}")
+    with server.client() as c:
+        assert c.get("/jobs").json()["jobs"] == []
+    shot(d, "04b-too-long")
+
+    # Upload the example clip; follow the progress to 100 %, with plain stage names and the input's facts.
     d.find_element(By.ID, "file").send_keys(str(CLIP))
     d.find_element(By.ID, "send").click()
     wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
-    seen, t0, running_shot = set(), time.monotonic(), False
+    seen, stages, t0, running_shot = set(), set(), time.monotonic(), False
     while time.monotonic() - t0 < 300:
         state = d.find_element(By.CSS_SELECTOR, "#job-list li .state").text
         seen.add(round(float(d.find_element(By.ID, "d-bar").get_attribute("value")), 2))
+        stages.add(d.find_element(By.ID, "d-state").text.split(" · ")[0])
         if state == "running" and not running_shot and 0 < max(seen) < 1:
+            wait(d, lambda d: drawn_pixels(d, "original") > 500, what="input waveform while running")
+            assert "8 s, 44100 Hz, 2 channels" in d.find_element(By.ID, "d-facts").text  # 8.0 s
             shot(d, "05-running")
             running_shot = True
         if state in ("succeeded", "failed", "canceled"):
@@ -126,22 +114,30 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     assert state == "succeeded", visible_text(d, "#d-error")
     assert float(d.find_element(By.ID, "d-bar").get_attribute("value")) == 1.0
     assert any(0 < v < 1 for v in seen), seen  # progress arrived live, not just at the end
+    assert any(s.startswith("Separating vocals: model") for s in stages), stages
+    assert not any("Kim_" in s or "demucs" in s or s.islower() for s in stages), stages  # no engine words
     job_id = d.find_element(By.CSS_SELECTOR, "#job-list li").get_attribute("id")[4:]
-    print(f"separation of the example clip seen by the page: {time.monotonic() - t0:.1f} s")
+    print(f"separation of the example clip seen by the page: {time.monotonic() - t0:.1f} s; stages {stages}")
 
-    # Every waveform drawn: the input's and each stem's canvas is not blank.
+    # Every waveform drawn: the input's and each stem's canvas is not blank; each is a labelled slider.
     for stem in ("original", "vocals", "instrumental"):
         wait(d, lambda d, s=stem: drawn_pixels(d, s) > 500, what=f"{stem} waveform")
-    wait(d, lambda d: visible_text(d, "#player-msg") == "", what="audio loaded")
+    canvas = d.find_element(By.CSS_SELECTOR, '.track[data-stem="vocals"] canvas')
+    assert canvas.get_attribute("role") == "slider" and "vocals waveform" in canvas.get_attribute("aria-label")
     wait(d, lambda d: "succeeded" in d.find_element(By.ID, "d-log").text, what="job log")
     shot(d, "06-done-waveforms")
 
-    # Play: every stem's time advances together; solo one stem mutes the others.
+    # Play: every stem streams from its URL (no blob) and their times advance together; solo mutes the others.
+    srcs = d.execute_script("return [...document.querySelectorAll('.track audio')].map(a => a.currentSrc)")
+    assert srcs and all(s.startswith(server.base + f"/jobs/{job_id}/stems/") for s in srcs), srcs
     d.find_element(By.ID, "play").click()
     time.sleep(1.5)
     times = d.execute_script("return [...document.querySelectorAll('.track audio')].map(a => a.currentTime)")
     assert len(times) == 2 and min(times) > 0.5 and max(times) - min(times) < 0.3, times
-    d.find_element(By.CSS_SELECTOR, '.track[data-stem="vocals"] button.solo').click()
+    solo = d.find_element(By.CSS_SELECTOR, '.track[data-stem="vocals"] button.solo')
+    assert solo.get_attribute("aria-pressed") == "false"
+    solo.click()
+    assert solo.get_attribute("aria-pressed") == "true" and solo.get_attribute("aria-label") == "Solo vocals"
     muted = d.execute_script("return Object.fromEntries([...document.querySelectorAll('.track audio')]"
                              ".map(a => [a.closest('.track').dataset.stem, a.muted]))")
     assert muted == {"vocals": False, "instrumental": True}
@@ -150,8 +146,10 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     shot(d, "07-playing-solo-vocals")
     d.find_element(By.ID, "play").click()  # pause
 
-    # Download the zip (a blob fetched with the token) and check its stems.
-    d.find_element(By.ID, "d-zip").click()
+    # Download the zip: a plain link the browser downloads itself (the download cookie, no token in the URL).
+    zip_link = d.find_element(By.ID, "d-zip")
+    assert zip_link.get_attribute("href") == server.base + f"/jobs/{job_id}/result.zip"
+    zip_link.click()
     zip_path = wait(d, lambda d: next((p for p in downloads.glob("*.zip")), None), what="zip download")
     wait(d, lambda d: not list(downloads.glob("*.crdownload")), what="download complete")
     with zipfile.ZipFile(zip_path) as z:
@@ -161,6 +159,12 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     for name in names:
         info = sf.info(str(tmp_path / "unzipped" / name))
         assert info.samplerate == 44100 and info.frames == 352800 and info.channels == 2
+    # The cookie is HttpOnly (no script reads it) and scoped to /jobs.
+    assert "spark_media" not in d.execute_script("return document.cookie")
+    cookies = d.execute_cdp_cmd("Network.getCookies", {"urls": [server.base + "/jobs/x"]})["cookies"]
+    cookie = next(c for c in cookies if c["name"] == "spark_media")
+    assert cookie["httpOnly"] and cookie["path"] == "/jobs" and cookie["sameSite"] == "Strict", cookie
+    assert 0 < cookie["expires"] - time.time() <= 900
 
     # A phone-sized screen: nothing wider than the viewport.
     d.set_window_size(390, 844)
@@ -173,7 +177,7 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     d.set_window_size(1280, 900)
 
     # Two more jobs: cancel the first while it runs; the second fails (its input vanishes while it waits, a
-    # failure injected into the real worker), and the page says why.
+    # failure injected into the real worker), and the page says why, once.
     def submit_clip() -> str:
         before = {li.get_attribute("id") for li in d.find_elements(By.CSS_SELECTOR, "#job-list li")}
         d.find_element(By.ID, "file").send_keys(str(CLIP))
@@ -183,22 +187,36 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
                                        if li.get_attribute("id") not in before), None), what="new job selected")
 
     first, second = submit_clip(), submit_clip()
+    subs = [d.find_element(By.CSS_SELECTOR, f"#job-{j} .sub").text for j in (first, second)]
+    assert subs[0] != subs[1] and all("mdx23 · vocals, instrumental" in x for x in subs), subs  # two of one file
     for p in (server.data_dir / "jobs" / second).glob("input*"):
         p.unlink()
-    d.find_element(By.ID, f"job-{first}").click()
+    d.find_element(By.CSS_SELECTOR, f"#job-{first} button.open").click()
     wait(d, lambda d: d.find_element(By.ID, "d-cancel").is_displayed(), what="cancel button")
     d.find_element(By.ID, "d-cancel").click()
     wait(d, lambda d: "canceled" in visible_text(d, "#d-error"), what="canceled message")
     shot(d, "09-canceled")
-    d.find_element(By.ID, f"job-{second}").click()
+    d.find_element(By.CSS_SELECTOR, f"#job-{second} button.open").click()
     wait(d, lambda d: "The job failed: the input file is gone" in visible_text(d, "#d-error"), what="failure")
     assert "failed" in d.find_element(By.CSS_SELECTOR, f"#job-{second} .state").text
     wait(d, lambda d: "failed: the input file is gone" in d.find_element(By.ID, "d-log").text, what="log")
     assert d.find_element(By.ID, "d-log").text.count("queued:") == 1  # each log line shown once
+    wait(d, lambda d: not d.find_element(By.ID, "submit-msg").is_displayed(), what="the Queued note gone")
+    outside_log = d.execute_script("return document.getElementById('app').innerText.replace("
+                                   "document.getElementById('d-log').innerText, '')")
+    assert outside_log.count("the input file is gone") == 1, outside_log  # one message per failure
     shot(d, "10-failed")
-    d.find_element(By.ID, f"job-{job_id}").click()
+
+    # Delete asks first; "Keep it" keeps it, "Delete" deletes.
+    d.find_element(By.CSS_SELECTOR, f"#job-{job_id} button.open").click()
     wait(d, lambda d: d.find_element(By.ID, "d-delete").is_displayed(), what="delete button")
     d.find_element(By.ID, "d-delete").click()
+    assert "Delete dialog_over_music and its stems" in visible_text(d, "#d-confirm")
+    shot(d, "11a-delete-confirm")
+    d.find_element(By.ID, "d-keep").click()
+    assert not d.find_element(By.ID, "d-confirm").is_displayed() and d.find_elements(By.ID, f"job-{job_id}")
+    d.find_element(By.ID, "d-delete").click()
+    d.find_element(By.ID, "d-really").click()
     wait(d, lambda d: not d.find_elements(By.ID, f"job-{job_id}"), what="job removed")
     with server.client() as c:
         assert c.get(f"/jobs/{job_id}").status_code == 404
@@ -214,3 +232,76 @@ def test_operator_page_end_to_end(server, browser, downloads, tmp_path):
     assert any("401" in m for m in console)  # the console is read: the refused token was logged
     problems = [m for m in console if "Uncaught" in m or "Content Security Policy" in m]
     assert not problems, problems
+
+
+def test_url_job_is_titled_by_its_file_name(server, browser):
+    d = browser
+    login(d, server)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CLIP.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        d.find_element(By.ID, "url").send_keys(f"http://127.0.0.1:{web.server_address[1]}/{CLIP.name}?v=1")
+        d.find_element(By.ID, "send").click()
+        wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
+        li = d.find_element(By.CSS_SELECTOR, "#job-list li.selected")
+        job_id = li.get_attribute("id")[4:]
+        names = {li.find_element(By.CSS_SELECTOR, ".name").text, d.find_element(By.ID, "d-title").text}
+        assert names <= {CLIP.name, CLIP.stem} and job_id[:8] not in str(names), names
+        d.find_element(By.ID, "d-cancel").click()
+        wait(d, lambda d: "canceled" in visible_text(d, "#d-error"), what="canceled")
+        web.shutdown()
+    d.find_element(By.ID, "d-delete").click()
+    d.find_element(By.ID, "d-really").click()
+    wait(d, lambda d: not d.find_elements(By.ID, f"job-{job_id}"), what="job removed")
+
+
+def test_cinematic_from_the_page(server, browser):
+    d = browser
+    login(d, server)
+    Select(d.find_element(By.ID, "recipe")).select_by_value("cinematic")
+    boxes = {b.get_attribute("value"): b for b in d.find_elements(By.CSS_SELECTOR, "#stems input")}
+    assert list(boxes) == ["dialog", "music", "effects", "background", "background2"]
+    assert all(b.is_enabled() and b.is_selected() for b in boxes.values())
+    assert d.find_element(By.ID, "opt-high_quality").get_attribute("type") == "checkbox"  # the film option
+    boxes["background2"].click()
+    d.find_element(By.CSS_SELECTOR, "#output-box summary").click()  # output and surround options
+    Select(d.find_element(By.ID, "opt-format")).select_by_value("flac")
+    Select(d.find_element(By.ID, "opt-layout")).select_by_value("stereo")
+    shot(d, "13-cinematic-form")
+    d.find_element(By.ID, "file").send_keys(str(CLIP))
+    d.find_element(By.ID, "send").click()
+    wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="job detail")
+    stages = set()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300:
+        stages.add(d.find_element(By.ID, "d-state").text.split(" · ")[0])
+        if d.find_element(By.CSS_SELECTOR, "#job-list li.selected .state").text in ("succeeded", "failed"):
+            break
+        time.sleep(0.2)
+    assert not visible_text(d, "#d-error"), visible_text(d, "#d-error")
+    assert "Separating dialog, music and effects: model 1 of 1" in stages, stages
+    assert not any("97d170e1" in s for s in stages), stages
+    for stem in ("dialog", "music", "effects", "background"):
+        wait(d, lambda d, s=stem: drawn_pixels(d, s) > 300, what=f"{stem} waveform")
+    facts = d.find_element(By.ID, "d-facts").text
+    assert "cinematic, layout stereo" in facts and "flac" in facts, facts
+    shot(d, "14-cinematic-done")
+    job_id = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")[4:]
+    with server.client() as c:
+        job = c.get(f"/jobs/{job_id}").json()
+    assert job["options"]["stems"] == ["dialog", "music", "effects", "background"]
+    assert job["options"]["format"] == "flac" and job["options"]["layout"] == "stereo"
+
+
+def test_reload_restores_the_open_job_and_the_form(server, browser):
+    d = browser
+    selected = d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id")
+    assert Select(d.find_element(By.ID, "recipe")).first_selected_option.get_attribute("value") == "cinematic"
+    d.refresh()
+    wait(d, lambda d: d.find_element(By.ID, "detail").is_displayed(), what="the open job after a reload")
+    assert d.find_element(By.CSS_SELECTOR, "#job-list li.selected").get_attribute("id") == selected
+    assert Select(d.find_element(By.ID, "recipe")).first_selected_option.get_attribute("value") == "cinematic"
+    assert not d.find_element(By.CSS_SELECTOR, '#stems input[value="background2"]').is_selected()
+    assert d.find_element(By.CSS_SELECTOR, '#stems input[value="dialog"]').is_selected()
+    assert Select(d.find_element(By.ID, "opt-format")).first_selected_option.get_attribute("value") == "flac"
+    shot(d, "15-after-reload")

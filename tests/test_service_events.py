@@ -163,11 +163,14 @@ def test_page_shell_is_open_and_talks_to_this_server_only(server):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
-    for path in ("/ui/app.js", "/ui/app.css"):
+    from service.routes.page import UI_FILES
+    shell = [page.text]
+    for path in (f"/ui/{name}" for name in UI_FILES):
         r = httpx.get(server.base + path)
         assert r.status_code == 200 and r.text
+        shell.append(r.text)
     # Everything the page loads is on this server: no absolute URL to another host in the shell.
-    for text in (page.text, httpx.get(server.base + "/ui/app.js").text, httpx.get(server.base + "/ui/app.css").text):
+    for text in shell:
         assert not re.search(r"(src|href)=\"(https?:)?//", text)
         assert "localStorage" not in text
     assert httpx.get(server.base + "/ui/other.js").status_code == 401  # only the shell is open

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from email.utils import parsedate_to_datetime
@@ -42,10 +43,16 @@ def _error(r: httpx.Response) -> SparkError:
         message, code = body.get("message") or r.reason_phrase, body.get("error")
     except ValueError:
         message, code = r.reason_phrase or f"HTTP {r.status_code}", None
+    message = _plain(message)
     kind = {401: AuthError, 403: AuthError, 404: NotFound, 410: NotFound}.get(r.status_code)
     if kind is None:
         kind = Unavailable if r.status_code in RETRY_STATUS else Refused if r.status_code < 500 else SparkError
     return kind(f"{message} (HTTP {r.status_code})", status=r.status_code, code=code)
+
+
+def _plain(message: str) -> str:
+    """The server's message without the validation library's wording ("Value error, ...")."""
+    return re.sub(r"\b(Value|Assertion) error,\s*", "", str(message)).removeprefix("options: ")
 
 
 class _ReadProgress:
@@ -155,6 +162,11 @@ class Client:
         finally:
             for f in files:
                 f.close()
+
+    def catalogue(self) -> dict:
+        """The server's recipe catalogue (GET /recipes): recipes, their stems (what the pack can make), options,
+        limits."""
+        return self.json("GET", "/recipes")
 
     def job(self, job_id: str) -> dict:
         return self.json("GET", f"/jobs/{job_id}")

@@ -37,3 +37,7 @@ class NotFound(SparkError):
 
 class DownloadError(SparkError):
     exit_code = 9  # the file did not arrive whole after every retry
+
+
+class InputMissing(SparkError):
+    exit_code = 10  # a local input that does not exist or cannot be read, or a folder with no media in it
