@@ -40,6 +40,8 @@ KEEP_DOWNLOADS="${KEEP_DOWNLOADS:-0}" FORCE="${FORCE:-0}"
 SUPPORTED="3.11 3.12 3.13 3.14"   # fastapi and python-multipart need >= 3.11; 3.14 only with a published bundle
 WHEELS_MARK="$VENV_DIR/.spark-wheels"   # lives with the venv: an image that holds the venv holds the fact
 MODELS_MARK="$MODELS_DIR/.spark-pack"   # lives with the models, so a reused volume keeps it
+RELEASE_MARK="$MODELS_DIR/.spark-release"   # the BASE_URL (without its query) the pack was last checked against
+release="${BASE_URL%%[?#]*}"
 
 init_log
 manifest="$DOWNLOAD_DIR/$MANIFEST_NAME"
@@ -53,6 +55,8 @@ pack_intact() {
     log "model files missing or corrupt in $MODELS_DIR: ${bad[*]}"
     return 1
 }
+
+remember_release() { [ -z "$release" ] || { printf '%s\n' "$release" >"$RELEASE_MARK"; } 2>/dev/null || true; }
 
 # The other places that look for models: the engine's mvsep/models fallback and demucs' torch hub cache. Both
 # are conveniences (the server is given SPARK_MODELS_DIR), so a read-only app dir or home is not an error.
@@ -79,6 +83,11 @@ if [ "$SKIP_MODELS" != 1 ]; then
     elif ! pack_intact; then
         missing+=("model files of the pack in $MODELS_DIR (missing or corrupt, listed above)")
     fi
+fi
+# Pointing BASE_URL at another release path (.../v2) asks for it; a new signature on the same path does not.
+if [ "$SKIP_MODELS" != 1 ] && [ -n "$release" ] && [ -f "$RELEASE_MARK" ] && [ "$(cat "$RELEASE_MARK")" != "$release" ]; then
+    log "BASE_URL names another release than the installed one ($(cat "$RELEASE_MARK")): checking its manifest"
+    CHECK_UPDATES=1
 fi
 if [ "$FORCE" != 1 ] && [ "${#missing[@]}" -eq 0 ] && [ "$CHECK_UPDATES" != 1 ]; then
     [ "$SKIP_MODELS" = 1 ] || link_models
@@ -197,6 +206,7 @@ install_models() {
     if [ "$FORCE" != 1 ] && [ -f "$MODELS_MARK" ] && [ "$(cat "$MODELS_MARK")" = "$key" ]; then
         if pack_intact; then
             log "model pack already installed in $MODELS_DIR (every file verified)"
+            remember_release
             link_models
             return 0
         fi
@@ -230,6 +240,7 @@ install_models() {
     rmdir "$staging"
     remember_verified "$MODELS_DIR"   # just checked in staging: the next start need not hash them again
     printf '%s\n' "$key" >"$MODELS_MARK"
+    remember_release
     log "model pack installed in $MODELS_DIR ($(find "$MODELS_DIR" -maxdepth 1 -type f ! -name '.*' | wc -l) files)"
     if [ "$KEEP_DOWNLOADS" != 1 ]; then
         (cd "$DOWNLOAD_DIR" && rm -f models.zip "${parts[@]}")

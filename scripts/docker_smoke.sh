@@ -137,6 +137,10 @@ standin() {
         debootstrap --variant=minbase --include=ca-certificates "$STANDIN_SUITE" "$rootfs" "$mirror" \
             >"$SMOKE_DIR/debootstrap.log" || return 1
     fi
+    if docker image inspect "$base" >/dev/null 2>&1; then  # a new import would be a new base: no build cache
+        say "stand-in $base already imported"
+        return 0
+    fi
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
     # the CUDA image's own environment; its entrypoint is replaced by the Dockerfile's anyway
     tar -C "$rootfs" -c . | docker import \
@@ -194,7 +198,7 @@ rebuild() {
     local ctx="$SMOKE_DIR/context" before after changed
     rm -rf "$ctx" && mkdir -p "$ctx"
     (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -c) | tar -x -C "$ctx"
-    echo "# smoke: a one-line change" >>"$ctx/service/app.py"
+    echo "# smoke: a one-line change at $(date -u +%FT%TZ)" >>"$ctx/service/app.py"
     docker_build "$image-edit" "$ctx" "$SMOKE_DIR/rebuild.log" || return 1
     before=$(docker history -q --no-trunc "$image" | tac)
     after=$(docker history -q --no-trunc "$image-edit" | tac)
@@ -328,8 +332,11 @@ mode700() {
 no_gpu() {
     run_c smoke-cuda --health-start-period 2s --health-interval 3s --health-retries 2 "${volumes[@]}" \
         -e SPARK_DEVICE=cuda -e "SPARK_API_TOKEN=$token" || return 1
-    local status="" reason t0=$SECONDS
-    until [ "$status" = unhealthy ] || [ $((SECONDS - t0)) -gt 120 ]; do
+    local status="" reason="" t0=$SECONDS
+    until [[ $reason == *gpu_unusable* ]] || [ $((SECONDS - t0)) -gt 120 ]; do
+        sleep 1; reason=$(curl -sS -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ready" 2>/dev/null || true)
+    done
+    until [ "$status" = unhealthy ] || [ $((SECONDS - t0)) -gt 180 ]; do
         sleep 2; status=$(docker inspect -f '{{.State.Health.Status}}' smoke-cuda)
     done
     reason=$(curl -sS -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ready")
@@ -337,6 +344,19 @@ no_gpu() {
     docker logs smoke-cuda >"$SMOKE_DIR/smoke-cuda.log" 2>&1
     [ "$status" = unhealthy ] && [[ $reason == *gpu_unusable* ]] && [[ $reason != *'\u001b'* ]] \
         && clean_log "$SMOKE_DIR/smoke-cuda.log"
+}
+
+# The hardened recipe of docs/deploy.md: any uid, no capabilities, no new privileges, read-only root, on volumes
+# that uid owns (the pack copied from the first volume), with no artifact host.
+hardened() {
+    root_mounts "$SMOKE_DIR/mounts-hard"
+    cp -a "$mounts/runpod-volume/models-cache" "$SMOKE_DIR/mounts-hard/runpod-volume/"
+    chown -R 10001:0 "$SMOKE_DIR/mounts-hard/workspace" "$SMOKE_DIR/mounts-hard/runpod-volume"
+    run_c smoke-hard --user 10001:0 --cap-drop ALL --security-opt no-new-privileges --read-only --tmpfs /tmp \
+        "${vols[@]}" -e "BASE_URL=$BASE_URL" -e "SPARK_API_TOKEN=$token" || return 1
+    wait_ready smoke-hard "$token" || return 1
+    figure "hardened recipe (--user 10001:0 --cap-drop ALL --security-opt no-new-privileges --read-only --tmpfs /tmp), no artifact host: /ready in $took s"
+    docker logs smoke-hard >"$SMOKE_DIR/smoke-hard.log" 2>&1 && clean_log "$SMOKE_DIR/smoke-hard.log"
 }
 
 placeholder() {
@@ -360,5 +380,6 @@ step "--user 12345: serves without volumes (token notice); refused at once on ro
 step "mode-700 root volume: refused at once, before any download, with what to do" mode700
 step "unfilled template value: refused by name" placeholder
 step "fresh container, pack on its volume, artifact host gone: /ready; docker stop exit 0" offline
+step "hardened recipe: --user, --cap-drop ALL, no-new-privileges, --read-only, no artifact host" hardened
 step "SPARK_DEVICE=cuda without a GPU: unhealthy, /ready reason without terminal codes" no_gpu
 summary

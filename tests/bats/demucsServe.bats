@@ -127,22 +127,44 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
     stop_server
-    # the wheels and a verified pack are here: no network at all (the host is gone, the URL expired)
-    BASE_URL="http://127.0.0.1:9/gone" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    # the wheels and a verified pack are here: no network at all (the host is down, the signature expired)
+    DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
     [[ $output == *"already ready"*"BASE_URL not consulted"* ]]
     BASE_URL="" run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
-    # asked to look for updates, an unreachable host is only a warning
-    CHECK_UPDATES=1 BASE_URL="http://127.0.0.1:9/gone" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    # asked to look for updates (or pointed at another release path), an unreachable host is only a warning
+    CHECK_UPDATES=1 DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
     [[ $output == *"warning: cannot get SHA256SUMS"*"keeping the installed state"* ]]
+    BASE_URL="http://127.0.0.1:9/v2" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"another release"*"keeping the installed state"* ]]
     # a new volume without the pack: only the pack is missing, and the message says so
     rm -rf "$models"
     BASE_URL="http://127.0.0.1:9/gone" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -ne 0 ]
     [[ $output == *"this machine lacks the model pack (none installed in $models)"* ]]
     [[ $output != *"the wheels"* ]]
+}
+
+@test "BASE_URL on another release path asks its manifest; a new signature on the same path does not" {
+    make_artifacts "$BATS_TEST_TMPDIR/releases/v2"
+    mv "$pub" "$BATS_TEST_TMPDIR/releases/v1"
+    start_server "$BATS_TEST_TMPDIR/releases"
+    root_url=$BASE_URL
+    BASE_URL="$root_url/v1" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    v1=$(sha256sum <"$models/Kim_Vocal_2.onnx")
+    : >"$SERVER_LOG"
+    BASE_URL="$root_url/v1?X-Amz-Signature=new" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ] && [[ $output == *"BASE_URL not consulted"* ]] && [ ! -s "$SERVER_LOG" ]
+    BASE_URL="$root_url/v2" run "$SCRIPTS/demucsServe.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"BASE_URL names another release than the installed one ($root_url/v1)"* ]]
+    [[ $output == *"model pack installed in $models"* ]]
+    [ "$(sha256sum <"$models/Kim_Vocal_2.onnx")" != "$v1" ] && (cd "$models" && sha256sum -c SHA256SUMS)
 }
 
 @test "a dir it cannot write is refused at once, before any download; so is an unfilled template value" {
