@@ -164,12 +164,17 @@ artifacts() {
     "$REPO/.venv/bin/python" -m mvsep.toypack "$pack" >/dev/null || return 1
     LOG_FILE="" "$REPO/scripts/build_model_pack.sh" "$pack" "$pub" --parts 3 >/dev/null || return 1
     figure "bundles: $(cd "$pub" && du -h --apparent-size packages_compatibles.zip "packages_python$STANDIN_PYTHON.zip" | tr '\t\n' ' ')"
-    rm -f "$SMOKE_DIR/port"
-    : >"$SMOKE_DIR/requests.log"
-    python3 "$REPO/tests/bats/helpers/http_server.py" "$pub" --port-file "$SMOKE_DIR/port" \
-        --log "$SMOKE_DIR/requests.log" >/dev/null 2>&1 &
-    srv_pid=$!
-    for _ in $(seq 100); do [ -s "$SMOKE_DIR/port" ] && break; sleep 0.1; done
+    # The port of the last run when it is free: BASE_URL is a build argument, so the same URL keeps the wheels
+    # layer's build cache across runs.
+    local port_try
+    for port_try in "$(cat "$SMOKE_DIR/port" 2>/dev/null || echo 0)" 0; do
+        rm -f "$SMOKE_DIR/port"
+        : >"$SMOKE_DIR/requests.log"
+        python3 "$REPO/tests/bats/helpers/http_server.py" "$pub" --port "$port_try" --port-file "$SMOKE_DIR/port" \
+            --log "$SMOKE_DIR/requests.log" >/dev/null 2>&1 &
+        srv_pid=$!
+        for _ in $(seq 100); do [ -s "$SMOKE_DIR/port" ] && break 2; kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+    done
     BASE_URL="http://127.0.0.1:$(cat "$SMOKE_DIR/port")"
     curl -fsS -o /dev/null "$BASE_URL/SHA256SUMS"
 }
