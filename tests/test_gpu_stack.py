@@ -4,6 +4,8 @@ driver floor. `stack_problems` reads the repo's files (or altered copies of them
 The CUDA line of the GPU wheels is not a constant here: it is read from the wheels' own Requires-Dist, in the
 bundle named by SPARK_WHEEL_BUNDLE (a publish dir of scripts/build_wheel_bundles.sh, or a dir of wheels) when set,
 else from deploy/cuda-facts.json, which `scripts/wheel_target.py cuda-facts <bundle>` wrote from such a bundle."""
+import copy
+import functools
 import json
 import os
 import re
@@ -40,7 +42,12 @@ def recorded_facts() -> dict:
 def wheel_facts() -> dict:
     """The CUDA facts of the GPU wheels: from the bundle itself when SPARK_WHEEL_BUNDLE names one."""
     bundle = os.environ.get("SPARK_WHEEL_BUNDLE")
-    return wheel_target.cuda_facts(wheel_target.bundle_metadata([bundle])) if bundle else recorded_facts()
+    return copy.deepcopy(_bundle_facts(bundle)) if bundle else recorded_facts()
+
+
+@functools.lru_cache
+def _bundle_facts(bundle: str) -> dict:  # reading the wheels out of a 3 GB bundle takes about 40 s: once
+    return wheel_target.cuda_facts(wheel_target.bundle_metadata([bundle]))
 
 
 def pins(files: dict[str, str], py: str) -> dict[str, tuple[str, set[str]]]:
@@ -252,5 +259,4 @@ def test_the_facts_are_read_from_the_wheels_metadata_inside_a_bundle_zip(tmp_pat
 
 @pytest.mark.skipif(not os.environ.get("SPARK_WHEEL_BUNDLE"), reason="by hand: SPARK_WHEEL_BUNDLE=<publish dir>")
 def test_the_recorded_facts_are_the_bundles():
-    assert wheel_target.cuda_facts(wheel_target.bundle_metadata([os.environ["SPARK_WHEEL_BUNDLE"]])) \
-        == recorded_facts()
+    assert _bundle_facts(os.environ["SPARK_WHEEL_BUNDLE"]) == recorded_facts()
