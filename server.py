@@ -22,6 +22,20 @@ def connection_cap(wanted: int) -> int:
     return max(8, min(wanted, soft - FD_RESERVE))
 
 
+class QuietProbes(logging.Filter):
+    """Drops the access-log line of a successful GET /health or /ready: the HEALTHCHECK and load balancers ask every
+    few seconds, and those lines would bury the requests that matter. Failed probes are still logged."""
+
+    PATHS = frozenset({"/health", "/ready"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:  # uvicorn: client, method, path, http version, status
+            _, method, path, _, status = args
+            return not (method == "GET" and path in self.PATHS and isinstance(status, int) and status < 400)
+        return True
+
+
 def main() -> int:
     cfg = Config.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,8 +58,12 @@ def main() -> int:
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", http=protocol_class(limits),
                                    timeout_keep_alive=cfg.keepalive_s, timeout_graceful_shutdown=5,
                                    proxy_headers=False))
+    logging.getLogger("uvicorn.access").addFilter(QuietProbes())  # after uvicorn.Config set up its loggers
     svc.stop_server = lambda: setattr(server, "should_exit", True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown: that is a clean stop
+        logging.getLogger("spark.server").info("stopped by SIGINT")
     if svc.exit_code:
         logging.shutdown()
         os._exit(svc.exit_code)  # a stuck worker thread must not hold the exit

@@ -92,6 +92,14 @@ class GpuReport:
                 "degraded": self.degraded}
 
 
+# Terminal escape sequences (ONNX Runtime colours its log lines): never part of a reason or a log line we write.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
 def _summary(name: str, c: RuntimeCheck) -> str:
     return f"{name} cannot use the GPU ({c.problem}: {c.detail}); {c.advice}"
 
@@ -159,7 +167,7 @@ def _native_stderr(into: list[str]):
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
+            text = plain(tmp.read().decode(errors="replace"))
             into.append(text)
             if text.strip():
                 os.write(2, text.encode())
@@ -187,7 +195,7 @@ def _problem(code: str, detail: str, gpu_id: int, count: int | None, cuda: str |
     major = int(cuda.split(".")[0]) if cuda and cuda.split(".")[0].isdigit() else None
     advice = ADVICE[code].format(driver=MIN_DRIVER.get(major, "the one its CUDA needs"), gpu_id=gpu_id,
                                  count=count if count is not None else "no", last=max(0, (count or 1) - 1))
-    return RuntimeCheck("cpu", code, " ".join(detail.split())[:500], advice)
+    return RuntimeCheck("cpu", code, " ".join(plain(detail).split())[:500], advice)
 
 
 def _check_torch(facts: Facts, gpu_id: int) -> tuple[RuntimeCheck, int | None, str | None]:
@@ -212,13 +220,19 @@ def _check_torch(facts: Facts, gpu_id: int) -> tuple[RuntimeCheck, int | None, s
     return RuntimeCheck(f"cuda:{gpu_id}"), count, cuda
 
 
-def _check_onnxruntime(facts: Facts, gpu_id: int, count: int | None, cuda: str | None) -> RuntimeCheck:
+def _check_onnxruntime(facts: Facts, gpu_id: int, count: int | None, cuda: str | None,
+                       nvidia: list[str]) -> RuntimeCheck:
     try:
         providers = facts.ort_providers()
     except Exception as e:
         return _problem("failed", f"onnxruntime: {e}", gpu_id, count, cuda)
     if "CUDAExecutionProvider" not in providers:
         return _problem("no_cuda_provider", "available providers: " + ", ".join(providers), gpu_id, count, cuda)
+    if not nvidia and not count:
+        # No device node, no driver, no GPU for torch: the CUDA provider cannot load, and trying only fills a CPU
+        # machine's log with ONNX Runtime's red library errors.
+        return _problem("no_driver", "no NVIDIA device or driver on this machine (CUDA provider not tried)",
+                        gpu_id, count, cuda)
     if count is not None and not 0 <= gpu_id < count:
         return _problem("device_out_of_range", f"gpu_id {gpu_id}, {count} visible", gpu_id, count, cuda)
     native: list[str] = []
@@ -244,7 +258,7 @@ def check(requested: str, gpu_id: int = 0, facts: Facts | None = None) -> GpuRep
         return GpuReport("cpu", gpu_id, RuntimeCheck("cpu"), RuntimeCheck("cpu"))
     nvidia = facts.nvidia_evidence()
     torch_check, count, cuda = _check_torch(facts, gpu_id)
-    ort_check = _check_onnxruntime(facts, gpu_id, count, cuda)
+    ort_check = _check_onnxruntime(facts, gpu_id, count, cuda, nvidia)
     report = GpuReport(requested, gpu_id, torch_check, ort_check, nvidia)
     if report.blocking:
         log.error("SPARK_DEVICE=cuda but the GPU is not usable, not serving: %s", report.blocking)

@@ -1,45 +1,49 @@
 #!/usr/bin/env bash
 # Make this machine ready to serve: a supported Python with the pinned wheels in a venv, and the verified model
-# pack unpacked where the engine (and demucs) look. Idempotent: a second run on a ready machine does nothing but
-# check the installed pack against its SHA256SUMS (cached by size, mtime and ctime in ns, inode), fetching it again when damaged.
+# pack unpacked where the engine (and demucs) look. It starts from what is already here: wheels installed in
+# VENV_DIR (its marker lives in the venv, so an image that holds the venv holds the fact) and a pack in MODELS_DIR
+# that still matches its SHA256SUMS (marker and verify cache live with the pack, so a reused volume keeps them)
+# need no network at all. BASE_URL is consulted only for what is missing or damaged (or with CHECK_UPDATES=1); when
+# it cannot be reached, the error names what is missing.
 #
 # From BASE_URL it takes (all checked against BASE_URL/SHA256SUMS):
 #   packages_compatibles.zip, packages_python{VER}.zip   wheels, installed in one offline resolver run
 #   models_part_aa, models_part_ab, ...                  the split model archive (+ a "models.zip" line)
 # Environment (defaults in brackets; default paths are prefixed with SPARK_ROOT):
-#   BASE_URL            where the artifacts are (required unless the machine is already ready)
+#   BASE_URL            where the artifacts are (needed only when something is missing)
 #   MODELS_DIR          [/models-cache] the model pack dir (SPARK_MODELS_DIR of the server)
 #   APP_DIR             [/opt/spark/app] the app; APP_DIR/mvsep/models is linked to MODELS_DIR when absent
 #   VENV_DIR            [/opt/spark/venv] the venv the wheels go into
-#   DOWNLOAD_DIR        [/var/cache/spark/downloads]   STATE_DIR [/var/lib/spark] (the "ready" marker)
+#   DOWNLOAD_DIR        [/var/cache/spark/downloads] downloads (created only when something is fetched)
 #   TORCH_HOME          [$HOME/.cache/torch] demucs checkpoints are linked into TORCH_HOME/hub/checkpoints
 #   PYTHON              an interpreter to use instead of the first supported one on PATH
 #   PYTHON_INSTALL      [auto] auto: apt-get install a supported Python when none is found (root only); none
 #   MANIFEST_SHA256     pin the manifest itself (optional)
+#   CHECK_UPDATES=1     consult the manifest even when nothing is missing: a new release redoes what changed
 #   SKIP_WHEELS=1, SKIP_MODELS=1, KEEP_DOWNLOADS=1, FORCE=1 (redo everything), LOG_FILE
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
+reject_placeholders
 BASE_URL="${BASE_URL:-}"
 BASE_URL="${BASE_URL%/}"
 MODELS_DIR="${MODELS_DIR:-${SPARK_ROOT}/models-cache}"
 APP_DIR="${APP_DIR:-${SPARK_ROOT}/opt/spark/app}"
 VENV_DIR="${VENV_DIR:-${SPARK_ROOT}/opt/spark/venv}"
 DOWNLOAD_DIR="${DOWNLOAD_DIR:-${SPARK_ROOT}/var/cache/spark/downloads}"
-STATE_DIR="${STATE_DIR:-${SPARK_ROOT}/var/lib/spark}"
 TORCH_HOME="${TORCH_HOME:-${HOME:-/root}/.cache/torch}"
 MANIFEST_NAME="${MANIFEST_NAME:-SHA256SUMS}"
 PYTHON_INSTALL="${PYTHON_INSTALL:-auto}"
-SKIP_WHEELS="${SKIP_WHEELS:-0}" SKIP_MODELS="${SKIP_MODELS:-0}"
+SKIP_WHEELS="${SKIP_WHEELS:-0}" SKIP_MODELS="${SKIP_MODELS:-0}" CHECK_UPDATES="${CHECK_UPDATES:-0}"
 KEEP_DOWNLOADS="${KEEP_DOWNLOADS:-0}" FORCE="${FORCE:-0}"
 SUPPORTED="3.11 3.12 3.13 3.14"   # fastapi and python-multipart need >= 3.11; 3.14 only with a published bundle
-WHEELS_MARK="$STATE_DIR/wheels.installed"
+WHEELS_MARK="$VENV_DIR/.spark-wheels"   # lives with the venv: an image that holds the venv holds the fact
 MODELS_MARK="$MODELS_DIR/.spark-pack"   # lives with the models, so a reused volume keeps it
-READY_MARK="$STATE_DIR/ready"
+RELEASE_MARK="$MODELS_DIR/.spark-release"   # the BASE_URL (without its query) the pack was last checked against
+release="${BASE_URL%%[?#]*}"
 
 init_log
-mkdir -p "$DOWNLOAD_DIR" "$STATE_DIR"
 manifest="$DOWNLOAD_DIR/$MANIFEST_NAME"
 
 # pack_intact: every file of the installed pack's SHA256SUMS is there and matches (hashing only the files whose
@@ -52,16 +56,57 @@ pack_intact() {
     return 1
 }
 
+remember_release() { [ -z "$release" ] || { printf '%s\n' "$release" >"$RELEASE_MARK"; } 2>/dev/null || true; }
+
+# The other places that look for models: the engine's mvsep/models fallback and demucs' torch hub cache. Both
+# are conveniences (the server is given SPARK_MODELS_DIR), so a read-only app dir or home is not an error.
+link_models() {
+    local f target="$APP_DIR/mvsep/models" hub="$TORCH_HOME/hub/checkpoints"
+    if [ -d "$APP_DIR/mvsep" ] && [ ! -e "$target" ] && [ ! -L "$target" ]; then
+        ln -s "$MODELS_DIR" "$target" 2>/dev/null && log "linked $target -> $MODELS_DIR"
+    fi
+    mkdir -p "$hub" 2>/dev/null && [ -w "$hub" ] || return 0
+    for f in "$MODELS_DIR"/*.th; do
+        [ -e "$f" ] || continue
+        ln -sfn "$f" "$hub/$(basename "$f")" 2>/dev/null || true
+    done
+}
+
+# ---- what is here already: no network needed for any of it --------------------------------------------------
+missing=()
+if [ "$SKIP_WHEELS" != 1 ] && ! { [ -f "$WHEELS_MARK" ] && "$VENV_DIR/bin/python" -c '' 2>/dev/null; }; then
+    missing+=("the wheels (no installed venv in $VENV_DIR)")
+fi
+if [ "$SKIP_MODELS" != 1 ]; then
+    if [ ! -f "$MODELS_MARK" ]; then
+        missing+=("the model pack (none installed in $MODELS_DIR)")
+    elif ! pack_intact; then
+        missing+=("model files of the pack in $MODELS_DIR (missing or corrupt, listed above)")
+    fi
+fi
+# Pointing BASE_URL at another release path (.../v2) asks for it; a new signature on the same path does not.
+if [ "$SKIP_MODELS" != 1 ] && [ -n "$release" ] && [ -f "$RELEASE_MARK" ] && [ "$(cat "$RELEASE_MARK")" != "$release" ]; then
+    log "BASE_URL names another release than the installed one ($(cat "$RELEASE_MARK")): checking its manifest"
+    CHECK_UPDATES=1
+fi
+if [ "$FORCE" != 1 ] && [ "${#missing[@]}" -eq 0 ] && [ "$CHECK_UPDATES" != 1 ]; then
+    [ "$SKIP_MODELS" = 1 ] || link_models
+    log "nothing to do: this machine is already ready (wheels in $VENV_DIR, verified pack in $MODELS_DIR; BASE_URL not consulted)"
+    exit 0
+fi
+
 # ---- the manifest: what is published now --------------------------------------------------------------------
+[ "${#missing[@]}" -eq 0 ] || log "to fetch from BASE_URL: $(IFS=';'; echo "${missing[*]}")"
+# Refuse at once, before any download, when the places it would write are not writable.
+ensure_writable "$DOWNLOAD_DIR" "the download dir (DOWNLOAD_DIR)"
+[ "$SKIP_MODELS" = 1 ] || ensure_writable "$MODELS_DIR" "the model pack dir (MODELS_DIR)"
+[ "$SKIP_WHEELS" = 1 ] || [ -f "$WHEELS_MARK" ] || ensure_writable "$(dirname "$VENV_DIR")" "the venv's parent dir (VENV_DIR)"
 if [ -z "$BASE_URL" ] || ! fetch "$BASE_URL/$MANIFEST_NAME" "$manifest.new"; then
-    if [ -f "$READY_MARK" ] && [ "$FORCE" != 1 ]; then
-        if [ "$SKIP_MODELS" != 1 ] && [ -f "$MODELS_MARK" ] && ! pack_intact; then
-            die "the installed model pack is damaged and the manifest is unavailable (BASE_URL='${BASE_URL}') to fetch it again"
-        fi
-        log "manifest unavailable (BASE_URL='${BASE_URL}'); keeping the installed state: already ready"
+    if [ "${#missing[@]}" -eq 0 ] && [ "$FORCE" != 1 ]; then
+        log "warning: cannot get $MANIFEST_NAME from BASE_URL='${BASE_URL}' to check for updates; keeping the installed state: already ready"
         exit 0
     fi
-    die "cannot get $MANIFEST_NAME from BASE_URL='${BASE_URL}' and the machine is not ready"
+    die "cannot get $MANIFEST_NAME from BASE_URL='${BASE_URL}', and this machine lacks $(IFS=';'; echo "${missing[*]:-what FORCE=1 redoes}"). Make the artifact host reachable (or set BASE_URL), or start with those in place (a volume at MODELS_DIR holding a verified pack; the image's wheels)"
 fi
 if [ -n "${MANIFEST_SHA256:-}" ] && [ "$(sha256_of "$manifest.new")" != "$MANIFEST_SHA256" ]; then
     die "$MANIFEST_NAME does not match MANIFEST_SHA256"
@@ -150,7 +195,6 @@ install_wheels() {
         || die "pip could not install the pinned wheels of $own"
     printf '%s\n' "$key" >"$WHEELS_MARK"
     [ "$KEEP_DOWNLOADS" = 1 ] || rm -rf "$w" "${DOWNLOAD_DIR:?}/$compat" "${DOWNLOAD_DIR:?}/$own"
-    changed=1
 }
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -162,6 +206,7 @@ install_models() {
     if [ "$FORCE" != 1 ] && [ -f "$MODELS_MARK" ] && [ "$(cat "$MODELS_MARK")" = "$key" ]; then
         if pack_intact; then
             log "model pack already installed in $MODELS_DIR (every file verified)"
+            remember_release
             link_models
             return 0
         fi
@@ -195,6 +240,7 @@ install_models() {
     rmdir "$staging"
     remember_verified "$MODELS_DIR"   # just checked in staging: the next start need not hash them again
     printf '%s\n' "$key" >"$MODELS_MARK"
+    remember_release
     log "model pack installed in $MODELS_DIR ($(find "$MODELS_DIR" -maxdepth 1 -type f ! -name '.*' | wc -l) files)"
     if [ "$KEEP_DOWNLOADS" != 1 ]; then
         (cd "$DOWNLOAD_DIR" && rm -f models.zip "${parts[@]}")
@@ -202,34 +248,10 @@ install_models() {
         rm -f "$DOWNLOAD_DIR/models.zip"
     fi
     link_models
-    changed=1
-}
-
-# The other places that look for models: the engine's mvsep/models fallback and demucs' torch hub cache.
-link_models() {
-    local f target="$APP_DIR/mvsep/models" hub="$TORCH_HOME/hub/checkpoints"
-    if [ -d "$APP_DIR/mvsep" ] && [ ! -e "$target" ] && [ ! -L "$target" ]; then
-        ln -s "$MODELS_DIR" "$target" && log "linked $target -> $MODELS_DIR"
-    fi
-    mkdir -p "$hub" 2>/dev/null || return 0
-    for f in "$MODELS_DIR"/*.th; do
-        [ -e "$f" ] || continue
-        ln -sfn "$f" "$hub/$(basename "$f")"
-    done
 }
 
 # Called as plain commands (not in an `if`) so that `set -e` still applies inside them.
-changed=0
 if [ "$SKIP_WHEELS" = 1 ]; then log "SKIP_WHEELS=1: not installing wheels"; else install_wheels; fi
 if [ "$SKIP_MODELS" = 1 ]; then log "SKIP_MODELS=1: not installing models"; else install_models; fi
-if [ "$SKIP_WHEELS" = 1 ] || [ "$SKIP_MODELS" = 1 ]; then
-    log "done (partial: not marking the machine ready)"
-    exit 0
-fi
-
-if [ "$changed" = 0 ] && [ -f "$READY_MARK" ]; then
-    log "nothing to do: this machine is already ready (FORCE=1 redoes everything)"
-    exit 0
-fi
-printf 'ready %s python=%s manifest=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PYVER" "$(sha256_of "$manifest")" >"$READY_MARK"
+if [ "$SKIP_WHEELS" = 1 ] || [ "$SKIP_MODELS" = 1 ]; then log "done (partial: SKIP_WHEELS=$SKIP_WHEELS SKIP_MODELS=$SKIP_MODELS)"; exit 0; fi
 log "ready: wheels in $VENV_DIR, models in $MODELS_DIR"

@@ -4,8 +4,11 @@
 # to the service user (uid SPARK_UID, 10001), and only then runs entrypoint.sh as that user, without
 # capabilities. Started as another user (docker run --user, Kubernetes runAsUser), it runs entrypoint.sh as is.
 #
+# A dir it cannot create (a read-only root filesystem) is left to entrypoint.sh, which checks every dir the service
+# writes as the service user and stops with what to do before anything is downloaded.
+#
 # Environment: the paths entrypoint.sh and demucsServe.sh use (MODELS_DIR, SPARK_DATA_DIR, TOKEN_FILE, LOG_FILE,
-# STATE_DIR, DOWNLOAD_DIR, TORCH_HOME; defaults under SPARK_ROOT as there), SPARK_UID [10001],
+# DOWNLOAD_DIR, TORCH_HOME; defaults under SPARK_ROOT as there), SPARK_UID [10001],
 # SPARK_GID [SPARK_UID], SPARK_HOME [/home/spark], SPARK_ENTRYPOINT [this dir's entrypoint.sh].
 set -euo pipefail
 
@@ -25,22 +28,22 @@ dirs=(
     "${MODELS_DIR:-${SPARK_ROOT}/models-cache}"
     "$data"
     "$(dirname "${TOKEN_FILE:-$data/api_token}")"
-    "${STATE_DIR:-${SPARK_ROOT}/var/lib/spark}"
     "${DOWNLOAD_DIR:-${SPARK_ROOT}/var/cache/spark/downloads}"
     "${TORCH_HOME:-$SPARK_HOME/.cache/torch}"
 )
 [ -z "$log_file" ] || dirs+=("$(dirname "$log_file")")
 
 for d in "${dirs[@]}"; do
-    mkdir -p "$d"
-    # Only the service's own dirs change owner, never the mount point above them. A dir someone else owns is
-    # given over whole, once (a volume first used by a root process); an owned one is left alone (fast restarts).
-    if [ "$(stat -c %u:%g "$d")" != "$SPARK_UID:$SPARK_GID" ]; then
+    mkdir -p "$d" 2>/dev/null || continue
+    # Only the service's own dirs change owner, never the mount point above them. A dir another uid owns is
+    # given over whole, once (a volume first used by a root process); an owned one is left alone (fast restarts;
+    # the image's own dirs are 10001:0 and group-writable, for any uid started with --user).
+    if [ "$(stat -c %u "$d")" != "$SPARK_UID" ]; then
         log "giving $d to uid $SPARK_UID"
-        chown -R "$SPARK_UID:$SPARK_GID" "$d"
+        chown -R "$SPARK_UID:$SPARK_GID" "$d" || log "warning: could not give all of $d to uid $SPARK_UID"
     fi
 done
-if [ -n "$log_file" ] && [ -e "$log_file" ]; then chown "$SPARK_UID:$SPARK_GID" "$log_file"; fi
+if [ -n "$log_file" ] && [ -e "$log_file" ] && [ "$(stat -c %u "$log_file")" != "$SPARK_UID" ]; then chown "$SPARK_UID:$SPARK_GID" "$log_file"; fi
 
 export HOME="$SPARK_HOME" USER=spark
 exec setpriv --reuid="$SPARK_UID" --regid="$SPARK_GID" --clear-groups --inh-caps=-all --bounding-set=-all \

@@ -32,6 +32,9 @@ HOST="${HOST:-0.0.0.0}"
 PORT="${PORT:-8185}"
 export SPARK_ROOT LOG_FILE APP_DIR VENV_DIR MODELS_DIR DOWNLOAD_DIR
 export PYTHONUNBUFFERED=1   # the server's log lines arrive as they are written
+# ONNX Runtime's telemetry writes a device id and an event store under $XDG_CACHE_HOME or $HOME/.cache (and /tmp)
+# at import: noise under a read-only root, and nothing a separation server should send.
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 
 log() {
     local line
@@ -45,6 +48,9 @@ if [ -n "$LOG_FILE" ] && ! { mkdir -p "$(dirname "$LOG_FILE")" && touch "$LOG_FI
     echo "warning: cannot write $LOG_FILE; logging to stdout only"
     LOG_FILE=""
 fi
+
+unfilled=$(for n in $(compgen -e); do [[ ${!n} != *REPLACE_WITH* ]] || printf '%s ' "$n"; done)
+[ -z "$unfilled" ] || die "unfilled template values: ${unfilled% } still hold REPLACE_WITH_... placeholders: put the release's real values in the template (docs/deploy.md)"
 
 # ---- the app ------------------------------------------------------------------------------------------------
 baked=""
@@ -74,22 +80,31 @@ else
     log "app ${APP_VERSION} unpacked into $APP_DIR"
 fi
 
+# From here the app's own helpers are on disk (lib.sh: ensure_writable). The dirs the server writes are checked
+# before demucsServe.sh may download anything: a volume the service user cannot write stops the start at once.
+# shellcheck source=scripts/lib.sh
+. "$APP_DIR/scripts/lib.sh"
+ensure_writable "$SPARK_DATA_DIR" "the data dir (SPARK_DATA_DIR)"
+[ -n "${SPARK_API_TOKEN:-}" ] || [ -s "$TOKEN_FILE" ] || ensure_writable "$(dirname "$TOKEN_FILE")" "the token file's dir (TOKEN_FILE)"
+
 # ---- models and wheels --------------------------------------------------------------------------------------
 if [ "${SKIP_SETUP:-0}" = 1 ]; then
     log "SKIP_SETUP=1: not running demucsServe.sh"
 else
-    bash "$APP_DIR/scripts/demucsServe.sh" || die "demucsServe.sh failed (see $LOG_FILE)"
+    bash "$APP_DIR/scripts/demucsServe.sh" || die "demucsServe.sh failed (its ERROR line above says why)"
 fi
 
 # ---- API token ----------------------------------------------------------------------------------------------
-mkdir -p "$SPARK_DATA_DIR"
 if [ -z "${SPARK_API_TOKEN:-}" ]; then
     if [ -s "$TOKEN_FILE" ]; then
         log "SPARK_API_TOKEN not set: using the token stored in $TOKEN_FILE"
     else
-        mkdir -p "$(dirname "$TOKEN_FILE")"
         (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE")
-        log "SPARK_API_TOKEN not set: generated one, stored in $TOKEN_FILE (mode 0600); callers send 'Authorization: Bearer <it>'"
+        log "SPARK_API_TOKEN not set: generated a new API token, stored in $TOKEN_FILE (mode 0600; read it there, it is never logged); callers send 'Authorization: Bearer <it>'"
+        # In a container, a token file outside a volume dies with the container: the next one invents another.
+        if [ -f /.dockerenv ] && [ "$(findmnt -n -o TARGET -T "$TOKEN_FILE" 2>/dev/null)" = / ]; then
+            log "warning: $TOKEN_FILE is in the container's own filesystem, not on a volume: a new container generates a different token. Mount a volume at $(dirname "$SPARK_DATA_DIR") or set SPARK_API_TOKEN"
+        fi
     fi
     SPARK_API_TOKEN=$(cat "$TOKEN_FILE")
 fi

@@ -34,6 +34,48 @@ init_log() {
     fi
 }
 
+# reject_placeholders: stop when an environment variable still holds a template's unfilled REPLACE_WITH_... value
+# (a sha256 left as the placeholder would otherwise fail later as an unreadable checksum line).
+reject_placeholders() {
+    local n bad=()
+    for n in $(compgen -e); do [[ ${!n} != *REPLACE_WITH* ]] || bad+=("$n"); done
+    [ "${#bad[@]}" -eq 0 ] || die "unfilled template values: ${bad[*]} still hold REPLACE_WITH_... placeholders: put the release's real values in the template (docs/deploy.md)"
+}
+
+# why_unwritable DIR ERROR: what stops this user from writing DIR: a read-only filesystem, the first dir on its
+# path that cannot be entered, or the deepest existing one that cannot be written (with owner and mode).
+why_unwritable() {
+    local d=$1 p="" part comps
+    case $2 in *"Read-only file system"*) echo "the filesystem is read-only"; return ;; esac
+    IFS=/ read -r -a comps <<<"${d#/}"
+    for part in "${comps[@]}"; do
+        [ -n "$part" ] && [ -e "$p/$part" ] || break
+        p="$p/$part"
+        if [ -d "$p" ] && [ ! -x "$p" ]; then
+            echo "$p (owner uid $(stat -c %u "$p"), mode $(stat -c %a "$p")) cannot be entered by uid $(id -u)"
+            return
+        fi
+    done
+    p=${p:-/}
+    echo "$p (owner uid $(stat -c %u "$p"), mode $(stat -c %a "$p")) is not writable by uid $(id -u) (gid $(id -g))"
+}
+
+# ensure_writable DIR WHAT: create DIR if needed and check that this user can write into it; otherwise stop at
+# once, before anything is downloaded, saying why and what to do.
+ensure_writable() {
+    local d=$1 what=$2 err why todo
+    if err=$( { mkdir -p "$d" && probe=$(mktemp "$d/.spark-write-test.XXXXXX") && rm -f "$probe"; } 2>&1 ); then
+        return 0
+    fi
+    why=$(why_unwritable "$d" "$err")
+    case $why in
+        *read-only*) todo="mount a volume (or a tmpfs) there, or point the variable at a dir on one: with --read-only only the volumes and tmpfs mounts are writable (docs/deploy.md, Hardening)" ;;
+        *"cannot be entered"*) todo="on the host, let uid $(id -u) enter it: chmod 755 (or o+x) the dir mounted there, or chown it to uid $(id -u)" ;;
+        *) todo="on the host, chown the dir mounted there to uid $(id -u) (or make it group-writable for gid $(id -g)); or start the container as root, the default, and its entrypoint gives the service's dirs to uid ${SPARK_UID:-10001}" ;;
+    esac
+    die "cannot write $what $d: $why. To fix: $todo"
+}
+
 sha256_of() {
     sha256sum "$1" | cut -d' ' -f1
 }
@@ -108,11 +150,12 @@ PACK_CACHE_NAME=.spark-verified
 file_stamp() { stat -c '%s %.9Y %.9Z %i' "$1" 2>/dev/null; }
 
 # verify_pack DIR: print the names in DIR/SHA256SUMS that are missing or do not match, and rewrite the cache
-# with the ones that do. No SHA256SUMS: nothing to check.
+# with the ones that do (when DIR is writable: a pack baked into a read-only image is simply hashed each time).
+# No SHA256SUMS: nothing to check.
 verify_pack() {
     local dir=$1 cache="$1/$PACK_CACHE_NAME" want name stamp got new
     [ -f "$dir/SHA256SUMS" ] || return 0
-    new=$(mktemp "$cache.XXXXXX")
+    new=$(mktemp "$cache.XXXXXX" 2>/dev/null) || new=/dev/null
     while read -r want name; do
         name=${name#\*}
         [ -n "$name" ] || continue
@@ -120,7 +163,7 @@ verify_pack() {
         if grep -qxF "$want $stamp $name" "$cache" 2>/dev/null; then got=$want; else got=$(sha256_of "$dir/$name"); fi
         if [ "$got" = "$want" ]; then echo "$want $stamp $name" >>"$new"; else echo "$name"; fi
     done <"$dir/SHA256SUMS"
-    mv -f "$new" "$cache"
+    [ "$new" = /dev/null ] || mv -f "$new" "$cache"
 }
 
 # remember_verified DIR: cache every file of DIR/SHA256SUMS as verified without hashing (just checked elsewhere).

@@ -53,6 +53,8 @@ fi
 log "on-start: app ${APP_VERSION:-?}, log in ${LOG_FILE:-stdout only}"
 
 # Check the inputs before changing anything on the machine.
+unfilled=$(for n in $(compgen -e); do [[ ${!n} != *REPLACE_WITH* ]] || printf '%s ' "$n"; done)
+[ -z "$unfilled" ] || die "unfilled template values: ${unfilled% } still hold REPLACE_WITH_... placeholders: put the release's real values in the template (docs/deploy.md)"
 [ -n "$ENTRYPOINT_URL" ] || die "set APP_VERSION (a release tag) or ENTRYPOINT_URL"
 [[ $ENTRYPOINT_SHA256 =~ ^[0-9a-f]{64}$ ]] || die "ENTRYPOINT_SHA256 must be the 64-hex sha256 of entrypoint.sh ${APP_VERSION}"
 

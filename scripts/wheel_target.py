@@ -10,7 +10,11 @@ usage: wheel_target.py resolve VER FILE          FILE (and its -r includes) with
        wheel_target.py check VER FILE DIR        every requirement of FILE and of each wheel in DIR, for VER,
                                                  is met by a wheel in DIR; wheels nothing needs are removed;
                                                  prints the pins (name==version)
+       wheel_target.py cuda-facts BUNDLE...      the CUDA line of the torch and onnxruntime-gpu wheels in the
+                                                 bundle (dirs of wheels or packages_*.zip), as JSON, read from
+                                                 their own Requires-Dist (deploy/cuda-facts.json is this output)
 """
+import json
 import sys
 import zipfile
 from email.parser import HeaderParser
@@ -107,7 +111,76 @@ def download(ver: str, pip_args: list[str]) -> int:
     return pip_main(["download", "--python-version", ver, *pip_args])
 
 
+# ---- the CUDA line the GPU wheels were built for ------------------------------------------------------------
+def bundle_metadata(paths, names=("torch", "onnxruntime-gpu")) -> dict:
+    """name -> METADATA of the wheels called `names` in the bundle: wheel files, dirs of them, or bundle zips
+    (packages_*.zip, which hold the wheels)."""
+    wanted = {canonicalize_name(n) for n in names}
+    out = {}
+
+    def consider(filename: str, opener):
+        if filename.endswith(".whl") and canonicalize_name(filename.split("-")[0]) in wanted:
+            with opener() as f, zipfile.ZipFile(f) as z:
+                meta_name = next(n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+                meta = HeaderParser().parsestr(z.read(meta_name).decode("utf-8"))
+            out[canonicalize_name(meta["Name"])] = meta
+
+    for path in map(Path, paths):
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for f in files:
+            if f.suffix == ".whl":
+                consider(f.name, lambda f=f: open(f, "rb"))
+            elif f.suffix == ".zip":
+                with zipfile.ZipFile(f) as bundle:
+                    for member in bundle.namelist():
+                        consider(member.rsplit("/", 1)[-1], lambda m=member: bundle.open(m))
+    return out
+
+
+def _version_in(requires: list[str], dist: str, extra: str | None = None) -> tuple[str, str] | None:
+    """(requirement text, its version) of the first Requires-Dist on `dist` (with `extra`, when given)."""
+    for line in requires:
+        req = Requirement(line)
+        if canonicalize_name(req.name) != canonicalize_name(dist):
+            continue
+        in_extra = req.marker is not None and req.marker.evaluate({**target_env("3.12"), "extra": extra or ""})
+        if extra is not None and not in_extra:
+            continue
+        (spec,) = req.specifier
+        return f"{req.name}{spec}", spec.version
+    return None
+
+
+def cuda_facts(metadata: dict) -> dict:
+    """The CUDA and cuDNN lines of the torch and onnxruntime-gpu wheels, from their Requires-Dist: torch pins
+    cuda-toolkit==X.Y.Z (or nvidia-cuda-runtime[-cuXX]==X.Y.Z), onnxruntime-gpu's [cuda] extra asks for
+    nvidia-cuda-runtime~=X.Y and its [cudnn] extra for nvidia-cudnn-cuXX~=N."""
+    facts = {}
+    torch = metadata.get("torch")
+    if torch is not None:
+        req = torch.get_all("Requires-Dist") or []
+        cuda = _version_in(req, "cuda-toolkit") or _version_in(req, "nvidia-cuda-runtime") \
+            or _version_in(req, "nvidia-cuda-runtime-cu12")
+        cudnn = next((hit for hit in (_version_in(req, f"nvidia-cudnn-cu{m}") for m in (12, 13)) if hit), None)
+        facts["torch"] = {"version": torch["Version"], "cuda": ".".join(cuda[1].split(".")[:2]) if cuda else None,
+                          "cudnn": cudnn[1].split(".")[0] if cudnn else None,
+                          "from": [hit[0] for hit in (cuda, cudnn) if hit]}
+    ort = metadata.get("onnxruntime-gpu")
+    if ort is not None:
+        req = ort.get_all("Requires-Dist") or []
+        cuda = _version_in(req, "nvidia-cuda-runtime", "cuda") or _version_in(req, "nvidia-cuda-runtime-cu12", "cuda")
+        cudnn = next((hit for hit in (_version_in(req, f"nvidia-cudnn-cu{m}", "cudnn") for m in (12, 13)) if hit),
+                     None)
+        facts["onnxruntime-gpu"] = {"version": ort["Version"], "cuda": cuda[1].split(".")[0] if cuda else None,
+                                    "cudnn": cudnn[1].split(".")[0] if cudnn else None,
+                                    "from": [hit[0] for hit in (cuda, cudnn) if hit]}
+    return facts
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["cuda-facts"]:
+        print(json.dumps(cuda_facts(bundle_metadata(argv[1:])), indent=2))
+        return 0
     cmd, ver, *rest = argv
     if cmd == "resolve":
         print("\n".join(str(r) for r in resolve(ver, Path(rest[0]))))

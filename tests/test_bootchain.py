@@ -228,7 +228,7 @@ def test_second_run_does_nothing(chain):
     r = run_script("demucsServe.sh", chain["env"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "nothing to do: this machine is already ready" in r.stdout
-    assert [q["path"] for q in srv.requests()] == ["/SHA256SUMS"]
+    assert srv.requests() == []  # wheels and a verified pack in place: the artifact host is not asked at all
 
 
 def test_corrupt_installed_model_is_fetched_again(chain):
@@ -344,32 +344,45 @@ def test_dockerfile_rules():
     args = {rest.split("=")[0]: rest.partition("=")[2] for word, rest in ins if word == "ARG"}
     (base,) = [rest for word, rest in ins if word == "FROM"]
     name, _, tag = base.partition(":")
-    assert name == "nvidia/cuda" and re.fullmatch(r"\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", tag), base
+    # CUDA's smallest flavour: the CUDA and cuDNN libraries come from the wheels, the driver from the host
+    assert name == "nvidia/cuda" and re.fullmatch(r"\d+\.\d+\.\d+-base-ubuntu\d+\.\d+", tag), base
     # The build runs as the numeric service user; the container starts as root only for docker-entrypoint.sh,
     # which owns the dirs on root-owned volumes and drops to the same uid (its default = the ARG).
     users = [(i, rest) for i, (word, rest) in enumerate(ins) if word == "USER"]
-    build_run = next(i for i, (word, rest) in enumerate(ins) if word == "RUN" and "demucsServe.sh" in rest)
-    build_user = [rest for i, rest in users if i < build_run][-1]
+    setup_runs = [i for i, (word, rest) in enumerate(ins) if word == "RUN" and "demucsServe.sh" in rest]
+    build_user = [rest for i, rest in users if i < setup_runs[0]][-1]
     uid = build_user.split(":")[0].replace("${SPARK_UID}", args.get("SPARK_UID", ""))
     assert uid.isdigit() and int(uid) != 0, build_user
-    assert users[-1][1] == "0:0" and users[-1][0] > build_run
+    assert users[-1][1] == "0:0" and users[-1][0] > setup_runs[-1]
     assert f'SPARK_UID="${{SPARK_UID:-{uid}}}"' in (SCRIPTS / "docker-entrypoint.sh").read_text()
     assert ("EXPOSE", "8185") in ins
     (health,) = [rest for word, rest in ins if word == "HEALTHCHECK"]
-    assert "/health" in health and "${PORT}" in health
+    assert '["/opt/spark/app/scripts/healthcheck.sh"]' in health  # /ready with the token, not /health
+    assert (REPO / "scripts/healthcheck.sh").stat().st_mode & 0o111
     env = " ".join(rest for word, rest in ins if word == "ENV")
     assert "PORT=8185" in env and "APP_DIR=/opt/spark/app" in env and "MODELS_DIR=/models-cache" in env
+    # build-only values stay out of the runtime environment
+    assert "BASE_URL" not in env and "MANIFEST_SHA256" not in env
+    assert "BASE_URL" in args and "MANIFEST_SHA256" in args
     # The ENTRYPOINT runs the repo's scripts/docker-entrypoint.sh (then entrypoint.sh, which the chain tests run),
     # in exec form under tini, so the base image's entrypoint does not swallow it.
     (entry,) = [json.loads(rest) for word, rest in ins if word == "ENTRYPOINT"]
     assert entry[:4] == ["/usr/bin/tini", "-e", "143", "--"]  # a SIGTERM'd server (143) is a clean stop
     assert entry[4:] == ["/opt/spark/app/scripts/docker-entrypoint.sh"]
-    assert ("COPY", "--chown=${SPARK_UID}:${SPARK_UID} . /opt/spark/app") in ins
     assert (REPO / "scripts/entrypoint.sh").stat().st_mode & 0o111
     assert (REPO / "scripts/docker-entrypoint.sh").stat().st_mode & 0o111
-    # the build installs through the same setup script, models only on request
-    run = " ".join(rest for word, rest in ins if word == "RUN")
-    assert "scripts/demucsServe.sh" in run and 'SKIP_MODELS="${skip}"' in run
+    # Layers ordered for change: the wheels' layer sees only the requirements and the installer; the models
+    # (only on request) come next; the code is copied last, and after it only small steps run.
+    copies = [(i, rest) for i, (word, rest) in enumerate(ins) if word == "COPY"]
+    (code,) = [i for i, rest in copies if rest.endswith(" . /opt/spark/app")]
+    wheels = next(i for i in setup_runs if "SKIP_MODELS=1" in ins[i][1])
+    models = next(i for i in setup_runs if "SKIP_WHEELS=1" in ins[i][1] and 'BAKE_MODELS}" = 1' in ins[i][1])
+    assert wheels < models < code
+    before = [rest.split()[1:-1] for i, rest in copies if i < wheels]
+    assert before and all(re.fullmatch(r"requirements[\w-]*\.txt|scripts/(lib|demucsServe)\.sh", f)
+                          for files in before for f in files), before
+    after = [word for word, _ in ins[code + 1:]]
+    assert set(after) <= {"RUN", "USER"} and after.count("RUN") == 1
     # .dockerignore keeps what the entrypoint needs
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert not ignored & {"scripts", "server.py", "mvsep", "service", "deploy"}

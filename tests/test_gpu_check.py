@@ -127,6 +127,52 @@ def test_cudnn_missing_is_read_from_onnxruntime_native_log(capfd):
     assert "libcudnn.so.9" in capfd.readouterr().err  # passed on to the log, not swallowed
 
 
+def test_reasons_and_the_log_carry_no_terminal_codes(capfd):
+    coloured = "\x1b[0;93m" + CUDNN_MISSING.rstrip("\n") + "\x1b[m\n"  # ONNX Runtime colours its log lines
+    report = gpu_check.check("cuda", 0, GpuHost(ort_log=coloured))
+    assert report.onnxruntime.problem == "cudnn_missing"
+    assert "\x1b" not in report.blocking and "[0;93m" not in report.blocking
+    assert report.onnxruntime.detail.startswith("[E:onnxruntime:Default")
+    err = capfd.readouterr().err
+    assert "libcudnn.so.9" in err and "\x1b" not in err
+
+
+class NoGpuMachine(gpu_check.Facts):
+    """A CPU machine with the GPU wheels: torch's CUDA build finds no driver, onnxruntime-gpu lists its CUDA
+    provider; creating a CUDA session there would print ONNX Runtime's red library errors."""
+
+    def __init__(self):
+        self.ort_sessions = 0
+
+    def nvidia_evidence(self):
+        return []
+
+    def torch_cuda_build(self):
+        return "13.0"
+
+    def torch_init(self):
+        raise RuntimeError("Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and "
+                           "installed a driver from http://www.nvidia.com/Download/index.aspx")
+
+    def ort_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def ort_forward(self, gpu_id):
+        self.ort_sessions += 1
+        os.write(2, b"\x1b[1;31m[E:onnxruntime:Default, provider_bridge_ort.cc:2167] libcuda.so.1: cannot open\x1b[m\n")
+        raise AssertionError("not reached")
+
+
+@pytest.mark.parametrize("requested", ["auto", "cuda"])
+def test_a_cpu_start_with_the_gpu_wheels_does_not_try_the_cuda_provider(capfd, requested):
+    facts = NoGpuMachine()
+    report = gpu_check.check(requested, 0, facts)
+    assert facts.ort_sessions == 0 and capfd.readouterr().err == ""
+    assert report.torch.problem == report.onnxruntime.problem == "no_driver"
+    assert report.degraded is None  # auto without an NVIDIA device: a plain CPU machine
+    assert (report.blocking is not None) == (requested == "cuda")
+
+
 def test_device_id_out_of_range():
     report = gpu_check.check("cuda", 2, GpuHost(count=2))
     assert report.torch.problem == report.onnxruntime.problem == "device_out_of_range"

@@ -14,7 +14,7 @@ teardown() { stop_server; }
 
 requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
 
-@test "a full run installs wheels and models and marks ready; a second run does nothing and says so" {
+@test "a full run installs wheels and models; a second run does nothing, asks the host nothing, and says so" {
     start_server "$pub"
     mkdir -p "$SPARK_ROOT/opt/spark/app/mvsep"   # an app tree, so the engine's fallback dir gets linked
     run "$SCRIPTS/demucsServe.sh"
@@ -23,7 +23,8 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     [[ $output == *"ready: wheels in"* ]]
     [ "$("$SPARK_ROOT/opt/spark/venv/bin/python" -c 'import sparkprobe_ver; print(sparkprobe_ver.VERSION)')" = 1.0.0 ]
     (cd "$models" && sha256sum -c SHA256SUMS)
-    [ -f "$SPARK_ROOT/var/lib/spark/ready" ]
+    # the readiness facts live with what they describe: the venv and the pack (an image, a volume)
+    [ -f "$SPARK_ROOT/opt/spark/venv/.spark-wheels" ] && [ -f "$models/.spark-pack" ]
     [ "$(readlink "$SPARK_ROOT/opt/spark/app/mvsep/models")" = "$models" ]
     [ -L "$TORCH_HOME/hub/checkpoints/04573f0d-f3cf25b2.th" ]
     [ -z "$(ls "$models" | grep staging || true)" ]
@@ -31,8 +32,11 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     : >"$SERVER_LOG"
     run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
-    [[ $output == *"nothing to do: this machine is already ready"* ]]
-    # only the small manifest was asked for
+    [[ $output == *"nothing to do: this machine is already ready"*"BASE_URL not consulted"* ]]
+    [ ! -s "$SERVER_LOG" ]
+    # CHECK_UPDATES=1 asks for the manifest only, and finds nothing new
+    CHECK_UPDATES=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
     [ "$(wc -l <"$SERVER_LOG")" -eq 1 ] && [ "$(requests_for SHA256SUMS)" -eq 1 ]
 }
 
@@ -88,7 +92,7 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     VERIFY_ATTEMPTS=2 SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -ne 0 ]
     [[ $output == *"checksum mismatch for models_part_ab after 2 downloads"* ]]
-    [ ! -e "$models/Kim_Vocal_2.onnx" ] && [ ! -e "$SPARK_ROOT/var/lib/spark/ready" ]
+    [ ! -e "$models/Kim_Vocal_2.onnx" ] && [ ! -e "$models/.spark-pack" ]
     grep -q "ERROR: checksum mismatch for models_part_ab" "$SPARK_ROOT/var/log/spark/boot.log"
 }
 
@@ -104,7 +108,7 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     ln -s "$py39" "$bin/python3" && ln -s "$py312" "$bin/python3.12"
     echo "0000000000000000000000000000000000000000000000000000000000000000  packages_python3.12.zip" >>"$pub/SHA256SUMS"
     start_server "$pub"
-    PATH="$bin" SKIP_WHEELS=1 SKIP_MODELS=1 run "$SCRIPTS/demucsServe.sh"
+    PATH="$bin" CHECK_UPDATES=1 SKIP_WHEELS=1 SKIP_MODELS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
     [[ $output == *"skipping python3: Python 3.9 is not supported"* ]]
     [[ $output == *"using Python 3.12 ($bin/python3.12)"* ]]
@@ -115,14 +119,66 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     [[ $output == *"no supported Python"* ]]
 }
 
-@test "no manifest: an error on a fresh machine, the installed state on a ready one" {
+@test "no artifact host: a fresh machine stops naming what it lacks; an installed one starts offline" {
     BASE_URL="" run "$SCRIPTS/demucsServe.sh"
     [ "$status" -ne 0 ]
-    [[ $output == *"cannot get SHA256SUMS"* ]]
-    mkdir -p "$SPARK_ROOT/var/lib/spark" && echo ready >"$SPARK_ROOT/var/lib/spark/ready"
-    BASE_URL="http://127.0.0.1:9/none" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [[ $output == *"cannot get SHA256SUMS from BASE_URL='', and this machine lacks the wheels (no installed venv in"*"the model pack (none installed in $models)"* ]]
+    start_server "$pub"
+    run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
-    [[ $output == *"already ready"* ]]
+    stop_server
+    # the wheels and a verified pack are here: no network at all (the host is down, the signature expired)
+    DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"already ready"*"BASE_URL not consulted"* ]]
+    BASE_URL="" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    # asked to look for updates (or pointed at another release path), an unreachable host is only a warning
+    CHECK_UPDATES=1 DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"warning: cannot get SHA256SUMS"*"keeping the installed state"* ]]
+    BASE_URL="http://127.0.0.1:9/v2" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    [[ $output == *"another release"*"keeping the installed state"* ]]
+    # a new volume without the pack: only the pack is missing, and the message says so
+    rm -rf "$models"
+    BASE_URL="http://127.0.0.1:9/gone" DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"this machine lacks the model pack (none installed in $models)"* ]]
+    [[ $output != *"the wheels"* ]]
+}
+
+@test "BASE_URL on another release path asks its manifest; a new signature on the same path does not" {
+    make_artifacts "$BATS_TEST_TMPDIR/releases/v2"
+    mv "$pub" "$BATS_TEST_TMPDIR/releases/v1"
+    start_server "$BATS_TEST_TMPDIR/releases"
+    root_url=$BASE_URL
+    BASE_URL="$root_url/v1" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ]
+    v1=$(sha256sum <"$models/Kim_Vocal_2.onnx")
+    : >"$SERVER_LOG"
+    BASE_URL="$root_url/v1?X-Amz-Signature=new" run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -eq 0 ] && [[ $output == *"BASE_URL not consulted"* ]] && [ ! -s "$SERVER_LOG" ]
+    BASE_URL="$root_url/v2" run "$SCRIPTS/demucsServe.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"BASE_URL names another release than the installed one ($root_url/v1)"* ]]
+    [[ $output == *"model pack installed in $models"* ]]
+    [ "$(sha256sum <"$models/Kim_Vocal_2.onnx")" != "$v1" ] && (cd "$models" && sha256sum -c SHA256SUMS)
+}
+
+@test "a dir it cannot write is refused at once, before any download; so is an unfilled template value" {
+    start_server "$pub"
+    MODELS_DIR=/proc/spark-models run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"cannot write the model pack dir (MODELS_DIR) /proc/spark-models: /proc"* ]]
+    DOWNLOAD_DIR=/proc/spark-downloads run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"cannot write the download dir (DOWNLOAD_DIR) /proc/spark-downloads"* ]]
+    MANIFEST_SHA256=REPLACE_WITH_SHA256_OF_SHA256SUMS run "$SCRIPTS/demucsServe.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"unfilled template values: MANIFEST_SHA256 still hold REPLACE_WITH_"* ]]
+    [ ! -s "$SERVER_LOG" ]   # nothing was asked of the host
 }
 
 @test "every start checks the installed pack: a corrupted model file is fetched again" {
@@ -155,7 +211,7 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     : >"$shim/hashed"
     PATH="$shim:$PATH" SKIP_WHEELS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -eq 0 ]
-    [[ $output == *"model pack already installed in $models (every file verified)"* ]]
+    [[ $output == *"nothing to do: this machine is already ready"* ]]
     [ "$(grep -c models-cache "$shim/hashed" || true)" -eq 0 ]
     # a same-size rewrite changes the mtime (or inode): hashed and caught
     sleep 1
@@ -174,7 +230,8 @@ requests_for() { grep -c "\"path\": \"/$1\"" "$SERVER_LOG" || true; }
     rm "$models/Kim_Vocal_2.onnx"
     DOWNLOAD_ATTEMPTS=1 run "$SCRIPTS/demucsServe.sh"
     [ "$status" -ne 0 ]
-    [[ $output == *"installed model pack is damaged and the manifest is unavailable"* ]]
+    [[ $output == *"model files missing or corrupt in $models: Kim_Vocal_2.onnx"* ]]
+    [[ $output == *"cannot get SHA256SUMS"*"this machine lacks model files of the pack in $models"* ]]
 }
 
 # venv_shims DIR UID: a python3 without venv/ensurepip until apt-get installs python3.X-venv, an apt-get that

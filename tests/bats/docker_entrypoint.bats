@@ -19,7 +19,7 @@ setup() {
 {
     echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME args=$*"
     grep '^CapEff' /proc/self/status
-    for d in "$MODELS_DIR" "$SPARK_DATA_DIR" "$SPARK_ROOT/var/lib/spark" "$SPARK_ROOT/var/cache/spark/downloads" \
+    for d in "$MODELS_DIR" "$SPARK_DATA_DIR" "$SPARK_ROOT/var/cache/spark/downloads" \
              "$SPARK_HOME/.cache/torch" "$(dirname "$LOG_FILE")"; do
         if touch "$d/probe"; then echo "wrote $d"; else echo "cannot write $d"; fi
     done
@@ -36,7 +36,7 @@ teardown() { [ -z "${t:-}" ] || rm -rf "$t"; }
     cat "$RECORD"
     grep -qx "uid=10001 gid=10001 groups=10001 home=$SPARK_HOME args=--flag value" "$RECORD"
     grep -qx $'CapEff:\t0000000000000000' "$RECORD"
-    [ "$(grep -c '^wrote ' "$RECORD")" -eq 6 ]
+    [ "$(grep -c '^wrote ' "$RECORD")" -eq 5 ]
     [ "$(stat -c %u:%g "$MODELS_DIR")" = 10001:10001 ]
     # the mount points themselves stay root's
     [ "$(stat -c %u "$SPARK_ROOT/workspace")" = 0 ] && [ "$(stat -c %u "$SPARK_ROOT/runpod-volume")" = 0 ]

@@ -26,7 +26,7 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
     [ "$(stat -c %a "$token_file")" = 600 ]
     token=$(cat "$token_file")
     [ "${#token}" -eq 64 ]
-    [[ $output == *"generated one, stored in $token_file"* ]]
+    [[ $output == *"generated a new API token, stored in $token_file"* ]]
     [[ $output != *"$token"* ]]                         # the token itself is never logged
     ! grep -q "$token" "$SPARK_ROOT/var/log/spark/boot.log"
     [ "$(field SPARK_API_TOKEN)" = "$token" ]
@@ -56,7 +56,8 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 }
 
 @test "the copy baked into the image is used when its VERSION matches (no download)" {
-    mkdir -p "$app" && echo 'raise SystemExit(3)' >"$app/server.py" && echo v1.2.3 >"$app/VERSION"
+    mkdir -p "$app/scripts" && cp "$SCRIPTS"/*.sh "$app/scripts/"
+    echo 'raise SystemExit(3)' >"$app/server.py" && echo v1.2.3 >"$app/VERSION"
     APP_URL="http://127.0.0.1:9/unreachable" run "$SCRIPTS/entrypoint.sh"
     [ "$status" -eq 3 ]                                  # ran the baked server.py
     [[ $output == *"using the app in $app (version v1.2.3)"* ]]
@@ -70,4 +71,19 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
     [ "$status" -ne 0 ]
     [[ $output == *"demucsServe.sh failed"* ]]
     [ ! -e "$SERVER_RECORD" ]
+}
+
+@test "a data dir the service cannot write stops the start at once, before setup downloads anything" {
+    SKIP_SETUP=0 SPARK_DATA_DIR=/proc/spark-data run "$SCRIPTS/entrypoint.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"cannot write the data dir (SPARK_DATA_DIR) /proc/spark-data"* ]]
+    [[ $output != *"demucsServe"* ]] && [ ! -e "$SERVER_RECORD" ]
+}
+
+@test "an unfilled template value is refused by name before anything is fetched" {
+    : >"$SERVER_LOG"
+    APP_SHA256=REPLACE_WITH_SHA256_OF_THE_v1.2.3_TARBALL run "$SCRIPTS/entrypoint.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"unfilled template values: APP_SHA256 still hold REPLACE_WITH_"* ]]
+    [ ! -s "$SERVER_LOG" ] && [ ! -e "$app" ]
 }

@@ -47,6 +47,13 @@ teardown() { stop_server; }
     [ ! -e "$SPARK_ROOT/opt/spark/boot/entrypoint.sh" ] && [ ! -e "$SERVER_RECORD" ]
 }
 
+@test "an unfilled template value is named: stops before touching the machine" {
+    ENTRYPOINT_SHA256=REPLACE_WITH_SHA256_OF_scripts/entrypoint.sh_AT_v1.0.0 run "$SCRIPTS/onStartupvastai.sh"
+    [ "$status" -ne 0 ]
+    [[ $output == *"unfilled template values: ENTRYPOINT_SHA256 still hold REPLACE_WITH_"* ]]
+    [ ! -e "$BATS_TEST_TMPDIR/stubs/calls" ]
+}
+
 @test "no pinned checksum or version: stops before touching the machine" {
     ENTRYPOINT_SHA256="" run "$SCRIPTS/onStartupvastai.sh"
     [ "$status" -ne 0 ]
