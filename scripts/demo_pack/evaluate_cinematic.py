@@ -39,10 +39,12 @@ def sdr(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - est) ** 2), 1e-20)))
 
 
-def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | None = None):
-    """n (dialog, music, effects) triples [T, 2] at the given dialog-to-background ratio, reproducible."""
-    speech, music = load_split(work, "heldout")
-    effects = load_effects(work, "heldout")
+def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | None = None,
+             split: str = "heldout"):
+    """n (dialog, music, effects) triples [T, 2] at the given dialog-to-background ratio, reproducible. A mono
+    dialog (make_data.py) is panned here; a stereo one (make_cine_data.py's scenes) is used as it is."""
+    speech, music = load_split(work, split)
+    effects = load_effects(work, split)
     rng = np.random.default_rng([seed, int(dbr * 10) + 1000])
     out = []
     for k in range(n):
@@ -50,7 +52,7 @@ def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | 
         t = min(len(s), len(m), len(e), int((seconds or 1e9) * SR))
         s, m, e = s[:t], m[:t], e[:t]
         pan = rng.uniform(-0.3, 0.3)
-        d = np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)], 1)
+        d = s if s.ndim == 2 else np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)], 1)
         m = m / np.sqrt(np.mean(m ** 2) + 1e-12)
         e = e / np.sqrt(np.mean(e ** 2) + 1e-12)
         bg = m + e
@@ -85,6 +87,20 @@ def separate_through_service(url: str, mix: np.ndarray) -> tuple[dict[str, np.nd
     return got, sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0]
 
 
+def pack_with_checkpoint(pack: Path, ckpt: Path, tmp: Path) -> Path:
+    """A copy of the pack (links) whose cinematic model is the checkpoint's, exported as the pack's would be."""
+    import torch
+
+    from train_cinematic import NAME, export, small_htdemucs
+    for p in pack.iterdir():
+        if p.name != NAME:
+            (tmp / p.name).symlink_to(p.resolve())
+    model = small_htdemucs(24)
+    model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
+    export(model.eval(), tmp, 1.5, {"checkpoint": str(ckpt)})
+    return tmp
+
+
 def write_test_clips(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for k, (d, m, e) in enumerate(heldout3(work, 0.0, 3, seed=4321, seconds=6.0)):
@@ -96,7 +112,10 @@ def write_test_clips(work: Path, out: Path) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/spark_cine"))
+    ap.add_argument("--split", default="heldout", help="the set under --work: heldout (make_data.py / "
+                    "effects.py), or seen / excluded (make_cine_data.py)")
     ap.add_argument("--pack", type=Path, default=ROOT / "mvsep" / "demo_pack")
+    ap.add_argument("--ckpt", type=Path, help="measure this training checkpoint (train_cinematic.py) in the pack")
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS))
@@ -113,7 +132,8 @@ def main():
         import torch
         torch.set_num_threads(1)
         from mvsep.engine import Options, Separator
-        sep, opts = Separator(a.pack, device="cpu", threads=1), Options(recipe="cinematic")
+        pack = pack_with_checkpoint(a.pack, a.ckpt, Path(tempfile.mkdtemp())) if a.ckpt else a.pack
+        sep, opts = Separator(pack, device="cpu", threads=1), Options(recipe="cinematic")
 
         def separate(mix):
             return separate_through_file(sep, mix, opts)
@@ -121,7 +141,7 @@ def main():
           "effects / background) |\n|---|---|---|---|---|---|")
     for dbr in a.conditions:
         scores, base = {s: [] for s in STEMS}, {s: [] for s in STEMS}
-        for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds):
+        for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds, split=a.split):
             got, mix = separate(d + m + e)
             truth = {"dialog": d, "music": m, "effects": e, "background": m + e}
             for s in STEMS:
