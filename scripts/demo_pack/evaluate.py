@@ -116,6 +116,7 @@ def main():
     ap.add_argument("--via", choices=["file", "engine", "reference", "builtin"], default="file")
     ap.add_argument("--clips", type=int, default=8, help="clips per condition")
     ap.add_argument("--seconds", type=float, default=None, help="cut clips to this length")
+    ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS), help="SBRs in dB")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -123,7 +124,7 @@ def main():
     print(f"pack {a.pack} via {a.via}, {a.clips} held-out clips per condition")
     print("| SBR dB | vocals SDR | instrumental SDR | mixture baseline (voc / inst) | MDX alone | demucs alone |")
     print("|---|---|---|---|---|---|")
-    for cond in CONDITIONS:
+    for cond in a.conditions:
         rows = []
         for v, b in heldout_mixtures(a.work, cond, a.clips, seconds=a.seconds, split=a.split):
             mix = v + b

@@ -96,7 +96,7 @@ def pack_with_checkpoint(pack: Path, ckpt: Path, tmp: Path) -> Path:
         if p.name != NAME:
             (tmp / p.name).symlink_to(p.resolve())
     model = small_htdemucs(24)
-    model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
+    model.load_state_dict(torch.load(ckpt, weights_only=False, map_location="cpu")["model"])
     export(model.eval(), tmp, 1.5, {"checkpoint": str(ckpt)})
     return tmp
 

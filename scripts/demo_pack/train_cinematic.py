@@ -66,10 +66,17 @@ def load_effects(work: Path, split: str) -> list[np.ndarray]:
 class Mixer3:
     """Random crops of a dialog, a music bed and an effects track, levelled and augmented."""
 
-    def __init__(self, work: Path, split: str, seed: int, voice_shift: float = 0.0):
-        """Mono dialogs (make_data.py) are panned here; stereo ones (make_cine_data.py's scenes) come placed."""
+    def __init__(self, work: Path, split: str, seed: int, voice_shift: float = 0.0, also: tuple = ()):
+        """Mono dialogs (make_data.py) are panned here; stereo ones (make_cine_data.py's scenes) come placed.
+        `also`: more work folders whose `train` split joins the pool (the old generators' data, say)."""
         self.speech, self.music = load_split(work, split)
         self.effects = load_effects(work, split)
+        for w in also:
+            sp, mu = load_split(w, "train")
+            self.speech, self.music = self.speech + sp, self.music + mu
+            self.effects = self.effects + load_effects(w, "train")
+        print(f"[data] {len(self.speech)} dialogs, {len(self.music)} music beds, {len(self.effects)} effects tracks",
+              flush=True)
         self.rng = np.random.default_rng(seed)
         self.voice_shift = voice_shift
 
@@ -158,8 +165,10 @@ def main():
     ap.add_argument("--dialog-weight", type=float, default=2.0)
     ap.add_argument("--stop", type=int, help="end at this step (the schedule still spans --steps)")
     ap.add_argument("--voice-shift", type=float, default=0.0, help="dialog speed/pitch change, e.g. 0.12")
-    ap.add_argument("--init", type=Path, help="a training checkpoint to fine-tune (new optimiser and schedule)")
+    ap.add_argument("--init", type=Path, help="a training checkpoint or a pack's .th to fine-tune (new optimiser "
+                    "and schedule)")
     ap.add_argument("--split", default="train", help="the training set under --work")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="more work folders whose train split joins")
     ap.add_argument("--ckpt", type=Path, help="checkpoint folder (default <work>/ckpt); the same command resumes")
     ap.add_argument("--keep-every", type=int, default=0, help="also keep the model of every N-th step")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -168,13 +177,14 @@ def main():
     torch.manual_seed(a.seed)
     ckpt = a.ckpt or a.work / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
-    mixer = Mixer3(a.work, a.split, a.seed, a.voice_shift)
+    mixer = Mixer3(a.work, a.split, a.seed, a.voice_shift, tuple(a.also))
     model = small_htdemucs(a.channels)
     warm = a.channels == 12 and not a.init       # the 4-stem demo model is 12 wide: a wider one starts fresh
     if warm:
         warm_start(model, a.out / OLD)
-    if a.init:
-        model.load_state_dict(torch.load(a.init, weights_only=False)["model"])
+    if a.init:   # a training checkpoint, or a pack's exported file (float16 "state")
+        st = torch.load(a.init, weights_only=False, map_location="cpu")
+        model.load_state_dict({k: v.float() for k, v in st.get("model", st.get("state")).items()})
     model.to(a.device)
     t0 = time.time()
     name = "cinematic-finetune" if a.init else "cinematic"
