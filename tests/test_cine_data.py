@@ -121,6 +121,14 @@ def test_sets_resume_and_keep_what_they_made(tmp_path):
     assert {p: p.read_bytes() for p in files} == before  # remade the same, the others untouched
     x, sr = sf.read(files[2])
     assert sr == SR and x.shape == (3 * SR, 2)
+    # the evaluations mix the stereo scenes as they are, at the asked ratio
+    import evaluate_cinematic
+    import make_data
+    (d, m, e), = evaluate_cinematic.heldout3(tmp_path, 5.0, 1, split="excluded")
+    assert abs(10 * np.log10(np.sum(d ** 2) / np.sum((m + e) ** 2)) - 5.0) < 1e-3
+    assert np.corrcoef(d[:, 0], x[:, 0])[0, 1] > 0.99
+    (v, b), = make_data.heldout_mixtures(tmp_path, -3.0, 1, split="excluded")
+    assert abs(10 * np.log10(np.sum(v ** 2) / np.sum(b ** 2)) + 3.0) < 1e-3
 
 
 def test_training_stops_at_a_checkpoint_on_sigterm_and_resumes(tmp_path):

@@ -139,17 +139,25 @@ def main():
             return separate_through_file(sep, mix, opts)
     print("| dialog to background | dialog | music | effects | background | mixture baseline (dialog / music / "
           "effects / background) |\n|---|---|---|---|---|---|")
+    notes = []
     for dbr in a.conditions:
-        scores, base = {s: [] for s in STEMS}, {s: [] for s in STEMS}
+        scores, base, level = {s: [] for s in STEMS}, {s: [] for s in STEMS}, []
         for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds, split=a.split):
             got, mix = separate(d + m + e)
             truth = {"dialog": d, "music": m, "effects": e, "background": m + e}
             for s in STEMS:
                 scores[s].append(sdr(truth[s], got[s]))
                 base[s].append(sdr(truth[s], mix))
+            level.append(np.sqrt(np.sum(got["dialog"] ** 2) / np.sum(d.astype(np.float64) ** 2)))
         row = " | ".join(f"{np.mean(scores[s]):.2f}" for s in STEMS)
         b = " / ".join(f"{np.mean(base[s]):.2f}" for s in STEMS)
         print(f"| {dbr:+.0f} dB | {row} | {b} |", flush=True)
+        lo, hi = np.min(scores["dialog"]), np.max(scores["dialog"])
+        gains = {s: np.mean(np.subtract(scores[s], base[s])) for s in ("music", "effects")}
+        notes.append(f"{dbr:+.0f} dB: dialog {lo:.2f} to {hi:.2f} per clip; music {gains['music']:+.2f}, effects "
+                     f"{gains['effects']:+.2f} dB over the mixture; dialog level {np.min(level):.2f} to "
+                     f"{np.max(level):.2f} of the truth's")
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":
