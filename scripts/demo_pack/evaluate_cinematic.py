@@ -91,13 +91,14 @@ def pack_with_checkpoint(pack: Path, ckpt: Path, tmp: Path) -> Path:
     """A copy of the pack (links) whose cinematic model is the checkpoint's, exported as the pack's would be."""
     import torch
 
-    from train_cinematic import NAME, export, small_htdemucs
+    from train_cinematic import NAME, export, small_htdemucs, write_manifest
     for p in pack.iterdir():
-        if p.name != NAME:
+        if p.name not in (NAME, "SHA256SUMS"):
             (tmp / p.name).symlink_to(p.resolve())
     model = small_htdemucs(24)
     model.load_state_dict(torch.load(ckpt, weights_only=False, map_location="cpu")["model"])
     export(model.eval(), tmp, 1.5, {"checkpoint": str(ckpt)})
+    write_manifest(tmp)      # the engine checks every model file against it
     return tmp
 
 
