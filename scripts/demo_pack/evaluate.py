@@ -107,9 +107,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("DEMO_WORK", "/tmp/spark_demo_pack")))
     ap.add_argument("--pack", type=Path, default=ROOT / "mvsep" / "demo_pack")
+    ap.add_argument("--split", default="heldout", help="heldout (make_data.py) or a make_cine_data.py set: "
+                    "seen / excluded (their dialog scenes over their music)")
     ap.add_argument("--via", choices=["file", "engine", "reference", "builtin"], default="file")
     ap.add_argument("--clips", type=int, default=8, help="clips per condition")
     ap.add_argument("--seconds", type=float, default=None, help="cut clips to this length")
+    ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS), help="SBRs in dB")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -117,9 +120,9 @@ def main():
     print(f"pack {a.pack} via {a.via}, {a.clips} held-out clips per condition")
     print("| SBR dB | vocals SDR | instrumental SDR | mixture baseline (voc / inst) | MDX alone | demucs alone |")
     print("|---|---|---|---|---|---|")
-    for cond in CONDITIONS:
+    for cond in a.conditions:
         rows = []
-        for v, b in heldout_mixtures(a.work, cond, a.clips, seconds=a.seconds):
+        for v, b in heldout_mixtures(a.work, cond, a.clips, seconds=a.seconds, split=a.split):
             mix = v + b
             st = run(mix)
             extra = [sdr(v, st[k]) if k in st else np.nan for k in ("_mdx", "_demucs")]

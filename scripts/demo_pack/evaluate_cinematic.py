@@ -36,10 +36,12 @@ def sdr(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - est) ** 2), 1e-20)))
 
 
-def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | None = None):
-    """n (dialog, music, effects) triples [T, 2] at the given dialog-to-background ratio, reproducible."""
-    speech, music = load_split(work, "heldout")
-    effects = load_effects(work, "heldout")
+def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | None = None,
+             split: str = "heldout"):
+    """n (dialog, music, effects) triples [T, 2] at the given dialog-to-background ratio, reproducible. A mono
+    dialog (make_data.py) is panned here; a stereo one (make_cine_data.py's scenes) is used as it is."""
+    speech, music = load_split(work, split)
+    effects = load_effects(work, split)
     rng = np.random.default_rng([seed, int(dbr * 10) + 1000])
     out = []
     for k in range(n):
@@ -47,7 +49,7 @@ def heldout3(work: Path, dbr: float, n: int, seed: int = 1234, seconds: float | 
         t = min(len(s), len(m), len(e), int((seconds or 1e9) * SR))
         s, m, e = s[:t], m[:t], e[:t]
         pan = rng.uniform(-0.3, 0.3)
-        d = np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)], 1)
+        d = s if s.ndim == 2 else np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)], 1)
         m = m / np.sqrt(np.mean(m ** 2) + 1e-12)
         e = e / np.sqrt(np.mean(e ** 2) + 1e-12)
         bg = m + e
@@ -82,6 +84,21 @@ def separate_through_service(url: str, mix: np.ndarray) -> tuple[dict[str, np.nd
     return got, sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0]
 
 
+def pack_with_checkpoint(pack: Path, ckpt: Path, tmp: Path) -> Path:
+    """A copy of the pack (links) whose cinematic model is the checkpoint's, exported as the pack's would be."""
+    import torch
+
+    from train_cinematic import NAME, export, small_htdemucs, write_manifest
+    for p in pack.iterdir():
+        if p.name not in (NAME, "SHA256SUMS"):
+            (tmp / p.name).symlink_to(p.resolve())
+    model = small_htdemucs(24)
+    model.load_state_dict(torch.load(ckpt, weights_only=False, map_location="cpu")["model"])
+    export(model.eval(), tmp, 1.5, {"checkpoint": str(ckpt)})
+    write_manifest(tmp)      # the engine checks every model file against it
+    return tmp
+
+
 def write_test_clips(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for k, (d, m, e) in enumerate(heldout3(work, 0.0, 3, seed=4321, seconds=6.0)):
@@ -93,7 +110,10 @@ def write_test_clips(work: Path, out: Path) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/spark_cine"))
+    ap.add_argument("--split", default="heldout", help="the set under --work: heldout (make_data.py / "
+                    "effects.py), or seen / excluded (make_cine_data.py)")
     ap.add_argument("--pack", type=Path, default=ROOT / "mvsep" / "demo_pack")
+    ap.add_argument("--ckpt", type=Path, help="measure this training checkpoint (train_cinematic.py) in the pack")
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS))
@@ -110,23 +130,32 @@ def main():
         import torch
         torch.set_num_threads(1)
         from mvsep.engine import Options, Separator
-        sep, opts = Separator(a.pack, device="cpu", threads=1), Options(recipe="cinematic")
+        pack = pack_with_checkpoint(a.pack, a.ckpt, Path(tempfile.mkdtemp())) if a.ckpt else a.pack
+        sep, opts = Separator(pack, device="cpu", threads=1), Options(recipe="cinematic")
 
         def separate(mix):
             return separate_through_file(sep, mix, opts)
     print("| dialog to background | dialog | music | effects | background | mixture baseline (dialog / music / "
           "effects / background) |\n|---|---|---|---|---|---|")
+    notes = []
     for dbr in a.conditions:
-        scores, base = {s: [] for s in STEMS}, {s: [] for s in STEMS}
-        for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds):
+        scores, base, level = {s: [] for s in STEMS}, {s: [] for s in STEMS}, []
+        for d, m, e in heldout3(a.work, dbr, a.clips, seconds=a.seconds, split=a.split):
             got, mix = separate(d + m + e)
             truth = {"dialog": d, "music": m, "effects": e, "background": m + e}
             for s in STEMS:
                 scores[s].append(sdr(truth[s], got[s]))
                 base[s].append(sdr(truth[s], mix))
+            level.append(np.sqrt(np.sum(got["dialog"] ** 2) / np.sum(d.astype(np.float64) ** 2)))
         row = " | ".join(f"{np.mean(scores[s]):.2f}" for s in STEMS)
         b = " / ".join(f"{np.mean(base[s]):.2f}" for s in STEMS)
         print(f"| {dbr:+.0f} dB | {row} | {b} |", flush=True)
+        lo, hi = np.min(scores["dialog"]), np.max(scores["dialog"])
+        gains = {s: np.mean(np.subtract(scores[s], base[s])) for s in ("music", "effects")}
+        notes.append(f"{dbr:+.0f} dB: dialog {lo:.2f} to {hi:.2f} per clip; music {gains['music']:+.2f}, effects "
+                     f"{gains['effects']:+.2f} dB over the mixture; dialog level {np.min(level):.2f} to "
+                     f"{np.max(level):.2f} of the truth's")
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":

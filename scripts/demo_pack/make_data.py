@@ -246,10 +246,14 @@ def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def mix_pair(rng: np.random.Generator, speech: np.ndarray, music: np.ndarray, sbr_db: float,
              effects: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Stereo (vocals, background) [T, 2] with 10*log10(sum v^2 / sum b^2) == sbr_db; mix = v + b."""
-    v = reverb(rng, speech) if effects and rng.random() < 0.3 else speech
-    pan = rng.uniform(-0.3, 0.3)
-    v = np.stack([v * np.sqrt(0.5 - pan / 2), v * np.sqrt(0.5 + pan / 2)], 1)
+    """Stereo (vocals, background) [T, 2] with 10*log10(sum v^2 / sum b^2) == sbr_db; mix = v + b. A stereo
+    speech (a make_cine_data.py scene: placed and in its room already) is used as it is."""
+    if speech.ndim == 2:
+        v = speech
+    else:
+        v = reverb(rng, speech) if effects and rng.random() < 0.3 else speech
+        pan = rng.uniform(-0.3, 0.3)
+        v = np.stack([v * np.sqrt(0.5 - pan / 2), v * np.sqrt(0.5 + pan / 2)], 1)
     b = music[: len(v)]
     b = b * np.sqrt(np.sum(v ** 2) / (np.sum(b ** 2) + 1e-12) / 10 ** (sbr_db / 10))
     peak = max(np.abs(v + b).max(), 1e-6)
@@ -263,9 +267,10 @@ def load_split(work: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarra
     return sp, mu
 
 
-def heldout_mixtures(work: Path, sbr_db: float, n: int, seed: int = 1234, seconds: float | None = None):
-    """n (vocals, background) pairs [T, 2] from the held-out split at the given SBR, reproducible."""
-    speech, music = load_split(work, "heldout")
+def heldout_mixtures(work: Path, sbr_db: float, n: int, seed: int = 1234, seconds: float | None = None,
+                     split: str = "heldout"):
+    """n (vocals, background) pairs [T, 2] from a held-out split at the given SBR, reproducible."""
+    speech, music = load_split(work, split)
     rng = np.random.default_rng([seed, int(sbr_db * 10) + 1000])
     out = []
     for k in range(n):

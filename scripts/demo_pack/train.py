@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import signal
 import sys
 import time
 from fractions import Fraction
@@ -239,41 +240,57 @@ def _lr(step: int, steps: int, base: float) -> float:
 
 
 def train_loop(name, model, loss_fn, mixer, steps, batch, length, lr, ckpt_dir: Path, log_every=25,
-               stop: int | None = None):
+               stop: int | None = None, keep_every: int = 0, device: str = "cpu"):
     """Generic seeded loop with resumable checkpoints (model, optimiser, mixer rng, step). The learning rate
-    follows a warm-up + cosine schedule over `steps`; `stop` ends the loop earlier (phase 1 of the MDX net)."""
+    follows a warm-up + cosine schedule over `steps`; `stop` ends the loop earlier (phase 1 of the MDX net).
+    SIGTERM or SIGINT (Ctrl-C) saves a checkpoint at the current step and exits; the same command resumes.
+    `keep_every` also keeps <name>-stepN.pt (the model alone) every N steps, to pick the best afterwards."""
     stop = steps if stop is None else stop
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ck = ckpt_dir / f"{name}.pt"
     step = 0
     if ck.exists():
-        st = torch.load(ck, weights_only=False)
+        st = torch.load(ck, weights_only=False, map_location=device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         mixer.rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
+        torch.set_rng_state(st["torch_rng"].cpu())
         step = st["step"]
         print(f"[{name}] resumed at step {step}", flush=True)
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": mixer.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, str(ck) + ".tmp")
+        os.replace(str(ck) + ".tmp", ck)
+
+    asked = []
+    old = {s: signal.signal(s, lambda *_: asked.append(1)) for s in (signal.SIGTERM, signal.SIGINT)}
     t0, hist = time.time(), []
-    while step < stop:
-        for gr in opt.param_groups:
-            gr["lr"] = _lr(step, steps, lr)
-        v, b = mixer.batch(batch, length)
-        loss = loss_fn(model, v, b)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        hist.append(loss.item())
-        step += 1
-        if step % log_every == 0 or step == stop:
-            print(f"[{name}] step {step}/{steps} loss {np.mean(hist[-log_every:]):.3f} "
-                  f"({(time.time() - t0) / len(hist):.2f} s/step)", flush=True)
-        if step % 100 == 0 or step == stop:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "rng": mixer.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                       str(ck) + ".tmp")
-            os.replace(str(ck) + ".tmp", ck)
+    try:
+        while step < stop and not asked:
+            for gr in opt.param_groups:
+                gr["lr"] = _lr(step, steps, lr)
+            v, b = mixer.batch(batch, length)
+            loss = loss_fn(model, v.to(device), b.to(device))
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            hist.append(loss.item())
+            step += 1
+            if step % log_every == 0 or step == stop:
+                print(f"[{name}] step {step}/{steps} loss {np.mean(hist[-log_every:]):.3f} "
+                      f"({(time.time() - t0) / len(hist):.2f} s/step)", flush=True)
+            if step % 100 == 0 or step == stop:
+                save()
+            if keep_every and step % keep_every == 0:
+                torch.save({"model": model.state_dict(), "step": step}, ckpt_dir / f"{name}-step{step}.pt")
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if asked:
+        save()
+        raise SystemExit(f"[{name}] stopped at step {step}, checkpoint {ck}; the same command resumes")
     return model
 
 

@@ -64,16 +64,24 @@ def load_effects(work: Path, split: str) -> list[np.ndarray]:
 class Mixer3:
     """Random crops of a dialog, a music bed and an effects track, levelled and augmented."""
 
-    def __init__(self, work: Path, split: str, seed: int, voice_shift: float = 0.0):
+    def __init__(self, work: Path, split: str, seed: int, voice_shift: float = 0.0, also: tuple = ()):
+        """Mono dialogs (make_data.py) are panned here; stereo ones (make_cine_data.py's scenes) come placed.
+        `also`: more work folders whose `train` split joins the pool (the old generators' data, say)."""
         self.speech, self.music = load_split(work, split)
         self.effects = load_effects(work, split)
+        for w in also:
+            sp, mu = load_split(w, "train")
+            self.speech, self.music = self.speech + sp, self.music + mu
+            self.effects = self.effects + load_effects(w, "train")
+        print(f"[data] {len(self.speech)} dialogs, {len(self.music)} music beds, {len(self.effects)} effects tracks",
+              flush=True)
         self.rng = np.random.default_rng(seed)
         self.voice_shift = voice_shift
 
     def _voice(self, r, x, length):
         """A dialog crop, played faster or slower by up to +-voice_shift (pitch and formants move together:
         voices the synthesiser never made, so the model does not learn the training voices by heart)."""
-        if not self.voice_shift:
+        if not self.voice_shift or x.ndim == 2:
             return self._crop(r, x, length)
         f = np.exp(r.uniform(np.log(1 - self.voice_shift), np.log(1 + self.voice_shift)))
         y = self._crop(r, x, int(np.ceil(length * f)) + 1)
@@ -90,8 +98,11 @@ class Mixer3:
         ds, bs = np.zeros((n, 2, length), np.float32), np.zeros((n, 2, 2, length), np.float32)
         for k in range(n):
             s = self._voice(r, self.speech[r.integers(len(self.speech))], length)
-            pan = r.uniform(-0.35, 0.35)
-            d = np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)])
+            if s.ndim == 2:
+                d = s.T[::-1] if r.random() < 0.5 else s.T
+            else:
+                pan = r.uniform(-0.35, 0.35)
+                d = np.stack([s * np.sqrt(0.5 - pan / 2), s * np.sqrt(0.5 + pan / 2)])
             m = self._crop(r, self.music[r.integers(len(self.music))], length).T
             e = self._crop(r, self.effects[r.integers(len(self.effects))], length).T
             m, e = (m[::-1] if r.random() < 0.5 else m), (e[::-1] if r.random() < 0.5 else e)
@@ -152,25 +163,33 @@ def main():
     ap.add_argument("--dialog-weight", type=float, default=2.0)
     ap.add_argument("--stop", type=int, help="end at this step (the schedule still spans --steps)")
     ap.add_argument("--voice-shift", type=float, default=0.0, help="dialog speed/pitch change, e.g. 0.12")
-    ap.add_argument("--init", type=Path, help="a training checkpoint to fine-tune (new optimiser and schedule)")
+    ap.add_argument("--init", type=Path, help="a training checkpoint or a pack's .th to fine-tune (new optimiser "
+                    "and schedule)")
+    ap.add_argument("--split", default="train", help="the training set under --work")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="more work folders whose train split joins")
+    ap.add_argument("--ckpt", type=Path, help="checkpoint folder (default <work>/ckpt); the same command resumes")
+    ap.add_argument("--keep-every", type=int, default=0, help="also keep the model of every N-th step")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    ckpt = a.work / "ckpt"
+    ckpt = a.ckpt or a.work / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
-    mixer = Mixer3(a.work, "train", a.seed, a.voice_shift)
+    mixer = Mixer3(a.work, a.split, a.seed, a.voice_shift, tuple(a.also))
     model = small_htdemucs(a.channels)
     warm = a.channels == 12 and not a.init       # the 4-stem demo model is 12 wide: a wider one starts fresh
     if warm:
         warm_start(model, a.out / OLD)
-    if a.init:
-        model.load_state_dict(torch.load(a.init, weights_only=False)["model"])
+    if a.init:   # a training checkpoint, or a pack's exported file (float16 "state")
+        st = torch.load(a.init, weights_only=False, map_location="cpu")
+        model.load_state_dict({k: v.float() for k, v in st.get("model", st.get("state")).items()})
+    model.to(a.device)
     t0 = time.time()
     name = "cinematic-finetune" if a.init else "cinematic"
     train_loop(name, model, make_loss3(a.dialog_weight), mixer, a.steps, a.batch, int(a.seconds * SR), a.lr, ckpt,
-               stop=a.stop)
+               stop=a.stop, keep_every=a.keep_every, device=a.device)
     print(f"[cinematic] trained in {time.time() - t0:.0f} s", flush=True)
-    model.eval()
+    model.cpu().eval()
     export(model, a.out, a.seconds, {"steps": a.stop or a.steps, "schedule": a.steps, "batch": a.batch,
                                      "seed": a.seed, "channels": a.channels, "dialog_weight": a.dialog_weight,
                                      "voice_shift": a.voice_shift, "init": a.init and a.init.name,
