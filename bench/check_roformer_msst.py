@@ -24,8 +24,6 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from mvsep.roformer.demix import RoformerRunner  # noqa: E402
 from mvsep.roformer.loader import load_model  # noqa: E402

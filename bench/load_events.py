@@ -38,7 +38,6 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # mvsep (the toypack) when run as a script
 TOKEN = "bench-token-0123456789"
 FINISHED = ("succeeded", "failed", "canceled")
 
@@ -231,7 +230,7 @@ def main() -> int:
         tmp = Path(tmp)
         pack = args.pack
         if pack is None:
-            from mvsep import toypack
+            from testkit import toypack
             pack = str(toypack.build_pack(tmp / "pack", kind="random", stems="vocals"))
         t0 = time.monotonic()
         big = silent_flac(tmp / "long.flac", int(args.hours * 3600))

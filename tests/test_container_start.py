@@ -9,7 +9,7 @@ import subprocess
 
 import httpx
 
-from test_service_support import ROOT, TOKEN, Server
+from testkit.service import ROOT, TOKEN, Server
 
 HEALTHCHECK = ROOT / "scripts" / "healthcheck.sh"
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_service_support import Server, local_http, make_wav, wait_job
+from testkit.service import Server, local_http, make_wav, wait_job
 
 
 def silent_flac(path: Path, seconds: int, sr: int = 44100, channels: int = 2) -> Path:
