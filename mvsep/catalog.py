@@ -9,8 +9,7 @@ from typing import Mapping
 from . import recipes
 from .errors import OptionError
 from .options import Options
-
-DEFAULT_RECIPE = "mdx23"
+from .recipes import DEFAULT_RECIPE
 
 
 def catalogue(pack=None, limits: dict | None = None, unavailable: str | None = None) -> dict:

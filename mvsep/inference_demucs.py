@@ -72,7 +72,10 @@ def main(argv=None) -> int:
         from mvsep import Separator, translate
         fields = {key: getattr(args, key) for key in recipes.option_table()}
         opts, _ = translate({"recipe": args.recipe, **fields}, strict=False, default_stems=False)
-        sep = Separator(args.model_dir, "cpu" if args.cpu else "auto", args.gpu_id, args.large_gpu)
+        from mvsep.pack import settings_from_env
+        env = settings_from_env()
+        sep = Separator(args.model_dir or env["models_dir"], "cpu" if args.cpu else "auto", args.gpu_id,
+                        args.large_gpu, allow_demo=env["allow_demo"])
         opts = sep.check_options(opts)
         if sep.pack.kind == "demo":
             print(f"NOTE: using the DEMO model pack ({sep.pack.dir}): demo quality only", file=sys.stderr)

@@ -43,6 +43,9 @@ class Options:
     def __repr__(self):
         return "Options(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
 
+    def __reduce__(self):   # copy and pickle through the constructor (the object is frozen)
+        return _rebuild, (dict(self._values),)
+
     def as_dict(self) -> dict:
         return dict(self._values)
 
@@ -62,3 +65,7 @@ class Options:
     def stems(self) -> tuple[str, ...]:
         """The stems a run writes when the caller names none."""
         return recipes.get(self.recipe).stems_for(self)
+
+
+def _rebuild(values: dict) -> Options:
+    return Options(**values)

@@ -48,23 +48,30 @@ def _has_pack_files(d: Path) -> bool:
     return any((d / f).is_file() for f in markers)
 
 
+def settings_from_env(env=None) -> dict:
+    """The pack's environment, parsed here only: SPARK_MODELS_DIR (an explicit pack dir) and SPARK_DEMO_PACK
+    (0/false/no/off: never fall back to the demo pack). -> {"models_dir": str | None, "allow_demo": bool}; the
+    service's Config, the CLI and the RunPod worker pass these to `Separator`."""
+    env = os.environ if env is None else env
+    demo = (env.get("SPARK_DEMO_PACK") or "").strip().lower()
+    return {"models_dir": env.get("SPARK_MODELS_DIR") or None,
+            "allow_demo": demo not in ("0", "false", "no", "off")}
+
+
 def locate(model_dir: str | os.PathLike | None = None, allow_demo: bool | None = None) -> tuple[Path, str]:
     """The pack dir and its kind ("real" or "demo").
 
-    An explicit dir (argument, else SPARK_MODELS_DIR) is used as given, even empty: the operator asked for it.
-    Otherwise the first default dir holding model files; otherwise the demo pack shipped in the repo, unless
-    SPARK_DEMO_PACK=0 (production boxes should not silently serve demo quality).
+    An explicit dir is used as given, even empty: the operator asked for it. Otherwise the first default dir
+    holding model files; otherwise the demo pack shipped in the repo, unless `allow_demo` is False (production
+    boxes should not silently serve demo quality: SPARK_DEMO_PACK=0, see `settings_from_env`).
     """
-    explicit = model_dir or os.environ.get("SPARK_MODELS_DIR")
-    if explicit:
-        d = Path(explicit)
+    if model_dir:
+        d = Path(model_dir)
         return d, "demo" if d.resolve() == DEMO_DIR else "real"
     for d in DEFAULT_DIRS:
         if _has_pack_files(d):
             return d, "real"
-    if allow_demo is None:
-        allow_demo = os.environ.get("SPARK_DEMO_PACK", "1") != "0"
-    if allow_demo and _has_pack_files(DEMO_DIR):
+    if allow_demo is not False and _has_pack_files(DEMO_DIR):
         log.warning("no model pack found in %s: using the DEMO pack %s (small models, demo quality; "
                     "SPARK_DEMO_PACK=0 disables this)", ", ".join(map(str, DEFAULT_DIRS)), DEMO_DIR)
         return DEMO_DIR, "demo"

@@ -102,7 +102,7 @@ artifacts() {
         figures+="wheel bundles for Python $STANDIN_PYTHON built in $((SECONDS - t0)) s"$'\n'
     fi
     rm -rf "$pack"
-    "$REPO/.venv/bin/python" -m mvsep.toypack "$pack" >/dev/null || return 1
+    "$REPO/.venv/bin/python" -m testkit.toypack "$pack" >/dev/null || return 1
     LOG_FILE="" "$REPO/scripts/build_model_pack.sh" "$pack" "$pub" --parts 3 >/dev/null || return 1
     figures+="bundles: $(cd "$pub" && du -h --apparent-size packages_compatibles.zip "packages_python$STANDIN_PYTHON.zip" | tr '\t\n' ' ')"$'\n'
     rm -f "$SMOKE_DIR/port"

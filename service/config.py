@@ -4,33 +4,52 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-
-def _bool(env: dict, name: str, default: bool = False) -> bool:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+from mvsep.pack import settings_from_env
 
 
-def _num(env: dict, name: str, default, kind=int):
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        raise SystemExit(f"{name}={value!r} is not a number") from None
+def _parse(name: str, value: str, kind: str):
+    if kind == "str":
+        return value
+    value = value.strip()
+    if kind == "bool":
+        return value.lower() in ("1", "true", "yes", "on")
+    if kind in ("int", "float"):
+        try:
+            return int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise SystemExit(f"{name}={value!r} is not a number") from None
+    if kind == "path":
+        return Path(value)
+    if kind == "lower":
+        return value.lower()
+    if kind == "modules":
+        from mvsep.recipes import plugin_modules   # the engine's parser of SPARK_RECIPES
+        try:
+            return plugin_modules(value)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+    raise ValueError(f"unknown kind {kind}")
 
 
-def _modules(env: dict, name: str) -> tuple[str, ...]:
-    from mvsep.recipes import plugin_modules
-    try:
-        return plugin_modules(env.get(name))
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+# Config field -> (environment variable, kind). Unset or empty: the field's default (written once, below).
+ENV = {
+    "host": ("HOST", "str"), "port": ("PORT", "int"), "api_token": ("SPARK_API_TOKEN", "str"),
+    "allow_no_auth": ("SPARK_ALLOW_NO_AUTH", "bool"), "data_dir": ("SPARK_DATA_DIR", "path"),
+    "result_ttl_s": ("SPARK_RESULT_TTL", "float"), "max_upload_mb": ("SPARK_MAX_UPLOAD_MB", "float"),
+    "max_duration_s": ("SPARK_MAX_DURATION_S", "float"), "queue_size": ("SPARK_QUEUE_SIZE", "int"),
+    "allow_private_urls": ("SPARK_ALLOW_PRIVATE_URLS", "bool"), "url_timeout_s": ("SPARK_URL_TIMEOUT_S", "float"),
+    "device": ("SPARK_DEVICE", "lower"), "gpu_id": ("SPARK_GPU_ID", "int"), "large_gpu": ("SPARK_LARGE_GPU", "bool"),
+    "header_timeout_s": ("SPARK_HEADER_TIMEOUT_S", "float"), "body_timeout_s": ("SPARK_BODY_TIMEOUT_S", "float"),
+    "keepalive_s": ("SPARK_KEEPALIVE_S", "float"), "max_connections": ("SPARK_MAX_CONNECTIONS", "int"),
+    "max_probes": ("SPARK_MAX_PROBES", "int"), "gpus": ("SPARK_GPUS", "lower"),
+    "worker_threads": ("SPARK_WORKER_THREADS", "int"), "max_attempts": ("SPARK_MAX_ATTEMPTS", "int"),
+    "job_stall_s": ("SPARK_JOB_STALL_S", "float"), "lease_s": ("SPARK_LEASE_S", "float"),
+    "separate_wait_s": ("SPARK_SEPARATE_WAIT_S", "float"), "disk_reserve_mb": ("SPARK_DISK_RESERVE_MB", "float"),
+    "recipes": ("SPARK_RECIPES", "modules"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,40 +87,18 @@ class Config:
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Config":
         env = os.environ if env is None else env
-        device = (env.get("SPARK_DEVICE") or "auto").strip().lower()
-        if device not in ("auto", "cpu", "cuda"):
-            raise SystemExit(f"SPARK_DEVICE={device!r}: expected auto, cpu or cuda")
-        return cls(
-            host=env.get("HOST") or "0.0.0.0",
-            port=_num(env, "PORT", 8185),
-            api_token=env.get("SPARK_API_TOKEN") or None,
-            allow_no_auth=_bool(env, "SPARK_ALLOW_NO_AUTH"),
-            data_dir=Path(env.get("SPARK_DATA_DIR") or "/workspace/spark"),
-            result_ttl_s=_num(env, "SPARK_RESULT_TTL", 86400.0, float),
-            max_upload_mb=_num(env, "SPARK_MAX_UPLOAD_MB", 2048.0, float),
-            max_duration_s=_num(env, "SPARK_MAX_DURATION_S", 14400.0, float),
-            queue_size=_num(env, "SPARK_QUEUE_SIZE", 16),
-            allow_private_urls=_bool(env, "SPARK_ALLOW_PRIVATE_URLS"),
-            url_timeout_s=_num(env, "SPARK_URL_TIMEOUT_S", 600.0, float),
-            models_dir=env.get("SPARK_MODELS_DIR") or None,
-            device=device,
-            gpu_id=_num(env, "SPARK_GPU_ID", 0),
-            large_gpu=_bool(env, "SPARK_LARGE_GPU"),
-            demo_pack=_bool(env, "SPARK_DEMO_PACK", True),
-            header_timeout_s=_num(env, "SPARK_HEADER_TIMEOUT_S", 10.0, float),
-            body_timeout_s=_num(env, "SPARK_BODY_TIMEOUT_S", 30.0, float),
-            keepalive_s=_num(env, "SPARK_KEEPALIVE_S", 5.0, float),
-            max_connections=_num(env, "SPARK_MAX_CONNECTIONS", 256),
-            max_probes=_num(env, "SPARK_MAX_PROBES", 2),
-            gpus=(env.get("SPARK_GPUS") or "").strip().lower(),
-            worker_threads=_num(env, "SPARK_WORKER_THREADS", 0),
-            max_attempts=_num(env, "SPARK_MAX_ATTEMPTS", 3),
-            job_stall_s=_num(env, "SPARK_JOB_STALL_S", 900.0, float),
-            lease_s=_num(env, "SPARK_LEASE_S", 30.0, float),
-            separate_wait_s=_num(env, "SPARK_SEPARATE_WAIT_S", 3600.0, float),
-            disk_reserve_mb=_num(env, "SPARK_DISK_RESERVE_MB", None, float),
-            recipes=_modules(env, "SPARK_RECIPES"),
-        )
+        values = {}
+        for f in fields(cls):
+            if f.name in ENV:
+                name, kind = ENV[f.name]
+                raw = env.get(name)
+                if raw is not None and raw.strip() != "":
+                    values[f.name] = _parse(name, raw, kind)
+        pack = settings_from_env(env)   # SPARK_MODELS_DIR, SPARK_DEMO_PACK: the engine's parser
+        values.update(models_dir=pack["models_dir"], demo_pack=pack["allow_demo"])
+        if values.get("device", "auto") not in ("auto", "cpu", "cuda"):
+            raise SystemExit(f"SPARK_DEVICE={values['device']!r}: expected auto, cpu or cuda")
+        return cls(**values)
 
     def worker_devices(self, visible_gpus: int) -> list[tuple[str, int]]:
         """(device, gpu id) of each worker: SPARK_GPUS, else every visible GPU, else one CPU worker."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import re
 import socket
 from pathlib import Path
@@ -271,10 +270,3 @@ async def _write_body(response: httpx.Response, dest: Path, limit: int) -> int:
         log.warning("disk full while downloading a URL input to %s: %s", dest, e)
         raise insufficient_storage("while downloading the url") from None
     return size
-
-
-def remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

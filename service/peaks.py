@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from mvsep.audio import iter_decode
-from mvsep.errors import InputError
+from .runner import InputError, iter_decode  # the engine's door
 
 from .store import Store
 

@@ -174,10 +174,6 @@ class Runner:
         return {k: v for k, v in full.items()
                 if k in ("stems", "recipe", "format", "sample_rate", "mono") or fields.get(k) is not None}
 
-    def make_options(self, params: dict):
-        """Engine `Options` from a stored job's options; raises OptionError."""
-        return self.translate(params)[0]
-
     def catalogue(self, limits: dict) -> dict:
         """The engine's catalogue for the installed pack (GET /recipes)."""
         from mvsep import catalogue
@@ -266,6 +262,12 @@ class Runner:
                                              progress=progress, cancel=cancel, info=info,
                                              work_dir=str(work_dir) if work_dir else None, name="stem")
         return {k: Path(v) for k, v in res.stems.items()}, dict(res.timings or {})
+
+
+def iter_decode(source, block_frames: int):
+    """The engine's streaming decode (float32 [n, 2] blocks at the input's rate): the waveform peaks read it."""
+    from mvsep.audio import iter_decode as decode
+    return decode(source, block_frames=block_frames)
 
 
 def _chosen(opts, stems) -> list[str]:

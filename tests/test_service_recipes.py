@@ -30,6 +30,33 @@ def test_ready_and_status_list_the_recipes(client):
     assert client.get("/status").json()["pack"]["recipes"] == ["cinematic"]
 
 
+def test_recipes_catalogue_of_the_installed_pack(client, server):
+    """GET /recipes: the contract of docs/recipes.md, filled in for this cinematic-only pack."""
+    cat = client.get("/recipes").json()
+    by_name = {r["name"]: r for r in cat["recipes"]}
+    assert list(by_name) == ["mdx23", "cinematic"] and cat["default_recipe"] == "mdx23"
+    cine, mdx = by_name["cinematic"], by_name["mdx23"]
+    assert cine["available"] and cine["missing"] == []
+    assert [s["name"] for s in cine["stems"]] == ["dialog", "music", "effects", "background", "background2"]
+    assert all(s["available"] and s["reason"] is None for s in cine["stems"])
+    assert {o["name"]: o["default"] for o in cine["options"]}["high_quality"] is False
+    assert not mdx["available"] and "Kim_Vocal_2.onnx" in mdx["missing"]
+    drums = next(s for s in mdx["stems"] if s["name"] == "drums")
+    assert not drums["available"] and drums["reason"].startswith("the installed pack lacks")
+    assert mdx["default_stems"] == ["vocals", "instrumental"]
+    shifts = next(o for o in mdx["options"] if o["name"] == "shifts")
+    assert (shifts["type"], shifts["min"], shifts["max"], shifts["default"]) == ("int", 0, 10, 1)
+    for o in cat["options"] + [o for r in cat["recipes"] for o in r["options"]]:
+        assert set(o) == {"name", "type", "default", "min", "max", "choices", "help"}, o
+        assert o["type"] in ("bool", "int", "float", "choice") and o["help"]
+    fmt = next(o for o in cat["options"] if o["name"] == "format")
+    assert fmt["choices"] == ["wav", "wav16", "wav24", "flac", "mp3"] and fmt["default"] == "wav"
+    assert [o["name"] for o in cat["options"]] == ["format", "sample_rate", "mono", "precision", "layout"]
+    assert cat["limits"]["max_duration_s"] > 0 and cat["limits"]["max_upload_bytes"] > 0
+    import httpx
+    assert httpx.get(server.base + "/recipes").status_code == 401   # token-protected like /status
+
+
 def test_cinematic_stems_and_a_recipe_the_pack_lacks(client, tmp_path):
     src = make_wav(tmp_path / "scene.wav", 1.2, sr=48000, channels=2, extra_frames=3)
     with open(src, "rb") as f:

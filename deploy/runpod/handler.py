@@ -22,7 +22,7 @@ Output: {"stems": {stem: {"bytes", "sha256", "filename", and "uploaded": "put" |
 Progress: `runpod.serverless.progress_update` with {"stage", "progress"} (at most every RUNPOD_PROGRESS_S, 5 s).
 
 Environment: SPARK_MODELS_DIR (default: where the engine looks), SPARK_DEVICE (auto), SPARK_GPU_ID (0),
-SPARK_RECIPES (recipe plug-in modules),
+SPARK_RECIPES (recipe plug-in modules), SPARK_DEMO_PACK=0 (no demo-pack fallback),
 SPARK_MAX_UPLOAD_MB (2048, the input size cap), SPARK_URL_TIMEOUT_S (600), SPARK_ALLOW_PRIVATE_URLS=1.
 Local test (docs/deploy.md): `SPARK_ALLOW_PRIVATE_URLS=1 python handler.py` in this dir runs test_input.json.
 """
@@ -44,6 +44,7 @@ import runpod  # noqa: E402
 
 from mvsep import Options, Separator, gpu_check, recipes, translate  # noqa: E402, F401
 from mvsep.catalog import request_fields  # noqa: E402
+from mvsep.pack import settings_from_env  # noqa: E402
 from mvsep.errors import InputError, ModelPackError, NotInPackError, OptionError  # noqa: E402
 from service import inputs  # noqa: E402
 from service.errors import ApiError  # noqa: E402
@@ -83,7 +84,8 @@ def start_engine() -> Separator:
     bucket_config()  # a half-configured bucket fails here, not after the first separation
     started = time.monotonic()
     try:
-        sep = Separator(model_dir=os.environ.get("SPARK_MODELS_DIR") or None, device=device, gpu_id=gpu_id)
+        pack = settings_from_env()
+        sep = Separator(model_dir=pack["models_dir"], device=device, gpu_id=gpu_id, allow_demo=pack["allow_demo"])
         # the default job of the first recipe the pack can run (mdx23: vocals,instrumental)
         opts, stems = translate({"recipe": (sep.recipes() or ["mdx23"])[0]})
         if sep.missing(opts, stems):

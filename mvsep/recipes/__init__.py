@@ -149,10 +149,19 @@ def load_plugins(modules) -> list[str]:
 
 
 def _register_builtins() -> None:
-    from .cinematic import Cinematic
-    from .mdx23 import Mdx23
-    register(Mdx23())
-    register(Cinematic())
+    """Every Recipe subclass defined in a module of this package (a built-in recipe is one module, nothing
+    else to edit); the default recipe first, the others by name."""
+    import pkgutil
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        found += [obj for obj in vars(mod).values() if isinstance(obj, type) and issubclass(obj, Recipe)
+                  and obj.__module__ == mod.__name__ and obj.name]
+    for cls in sorted(found, key=lambda c: (c.name != DEFAULT_RECIPE, c.name)):
+        register(cls())
 
 
+DEFAULT_RECIPE = "mdx23"
 _register_builtins()

@@ -2,7 +2,7 @@
 
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via file       # files in, files out
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via engine     # mvsep.Separator, arrays
-    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # tests/reference.py
+    python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # testkit/reference.py
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via builtin    # the small ensemble below
 
 SDR is the MDX challenge's global SDR, 10*log10(sum s^2 / sum (s - s_hat)^2) over a whole clip (both channels),
