@@ -81,7 +81,8 @@ def check(cat: dict | None, options: dict, sources: list[str]) -> None:
     if not cat:
         return
     recipes = {r["name"]: r for r in cat["recipes"]}
-    name = options.get("recipe") or next((r["name"] for r in cat["recipes"] if r.get("available", True)), None)
+    name = options.get("recipe") or cat.get("default_recipe") or next(
+        (r["name"] for r in cat["recipes"] if r.get("available", True)), None)
     recipe = recipes.get(name)
     if recipe is None:
         raise Refused(f"recipe {name}: this server offers {', '.join(recipes)}")

@@ -18,7 +18,8 @@ export function initForm(catalogue, onQueued) {
     sel.append(o);
   }
   const form = saved.get('form', {});
-  const first = catalogue.recipes.find((r) => r.available) || catalogue.recipes[0];
+  const first = catalogue.recipes.find((r) => r.name === catalogue.default_recipe && r.available) ||
+    catalogue.recipes.find((r) => r.available) || catalogue.recipes[0];
   const chosen = catalogue.recipes.find((r) => r.name === form.recipe && r.available) || first;
   sel.value = chosen ? chosen.name : '';
   renderRecipe(form);
