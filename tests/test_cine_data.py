@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from testkit import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts" / "demo_pack"
-sys.path.insert(0, str(SCRIPTS))
-
-import families  # noqa: E402
-import film_fx  # noqa: E402
-import scenes  # noqa: E402
-import sentences  # noqa: E402
-import synth_music  # noqa: E402
+# The demo-pack scripts import each other by plain name: load them by path, dependencies first (no sys.path insert).
+make_data, _, sentences, families, scenes, film_fx, synth_music = (
+    load_module(SCRIPTS / f"{name}.py") for name in
+    ("make_data", "effects", "sentences", "families", "scenes", "film_fx", "synth_music"))
 
 SR = 44100
 pytestmark = pytest.mark.skipif(not all(Path(p).exists() for p in ("/usr/bin/espeak-ng", "/usr/bin/sox")),
@@ -122,8 +121,9 @@ def test_sets_resume_and_keep_what_they_made(tmp_path):
     x, sr = sf.read(files[2])
     assert sr == SR and x.shape == (3 * SR, 2)
     # the evaluations mix the stereo scenes as they are, at the asked ratio
-    import evaluate_cinematic
-    import make_data
+    load_module(SCRIPTS / "train.py")
+    load_module(SCRIPTS / "train_cinematic.py")
+    evaluate_cinematic = load_module(SCRIPTS / "evaluate_cinematic.py")
     (d, m, e), = evaluate_cinematic.heldout3(tmp_path, 5.0, 1, split="excluded")
     assert abs(10 * np.log10(np.sum(d ** 2) / np.sum((m + e) ** 2)) - 5.0) < 1e-3
     assert np.corrcoef(d[:, 0], x[:, 0])[0, 1] > 0.99

@@ -13,7 +13,6 @@ sound-theme-freedesktop.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import families  # noqa: E402
-import film_fx  # noqa: E402
-import make_data  # noqa: E402
-import scenes  # noqa: E402
-import synth_music  # noqa: E402
+import families  # the script's own dir is on sys.path
+import film_fx
+import make_data
+import scenes
+import synth_music
 
 SR = 44100
 KINDS = {"speech": 0, "music": 1, "effects": 2}
