@@ -100,14 +100,14 @@ def gain_pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registered(plugin_dir):
-    sys.path.insert(0, str(plugin_dir))
-    try:
-        recipes.load_plugins(recipes.plugin_modules("spark_test_gain"))
-        yield recipes.get("gain")
-    finally:
-        recipes.unregister("gain")
-        sys.path.remove(str(plugin_dir))
-        sys.modules.pop("spark_test_gain", None)
+    with pytest.MonkeyPatch.context() as mp:   # the plug-in as if installed: importable by name
+        mp.syspath_prepend(str(plugin_dir))
+        try:
+            recipes.load_plugins(recipes.plugin_modules("spark_test_gain"))
+            yield recipes.get("gain")
+        finally:
+            recipes.unregister("gain")
+            sys.modules.pop("spark_test_gain", None)
 
 
 @pytest.fixture(scope="module")
