@@ -193,3 +193,19 @@ def _read(x, a, b):
     if lo < hi:
         out[lo - a:hi - a] = x[lo:hi]
     return out
+
+
+def test_non_finite_samples_under_a_reduced_precision_fail_the_job(sep):
+    """What fp16 on the demo pack did (NaN stems): a clear engine error before anything is encoded, never a
+    stem of NaN (float WAV) or of clipped garbage (integer formats)."""
+    from mvsep.errors import NumericError
+    from mvsep.job import Job
+    from mvsep.signals import ArraySignal
+    vocals = np.zeros((SR, 2), np.float32)
+    vocals[1000] = np.nan
+    signals = {"mix": ArraySignal.zeros(SR, 2), "vocals": ArraySignal(vocals)}
+    blocks = lambda p: sep.final_blocks(signals, signals["mix"], Options(only_vocals=True, precision=p),  # noqa: E731
+                                        ("vocals", "instrumental"), SR, SR, Job(None, None))
+    with pytest.raises(NumericError, match="precision fp16 overflowed"):
+        list(blocks("fp16"))
+    assert np.isnan(next(blocks("fp32"))["vocals"]).any()  # fp32 is left as it is (exact, no extra pass)
