@@ -41,7 +41,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pack", help="a pack dir (default: the toy size='full' vocals pack, built here)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args()
     import numpy as np

@@ -178,6 +178,7 @@ class DemucsRunner:
             y = model(x).float()
         w = 0.5 if self.both_polarities else 1.0  # the polarity average's half
         y = w * (y[:k] - y[k:]) if len(signs) == 2 else (w * signs[0]) * y
-        out = [center_trim(y[j], n).cpu().numpy() for j, (_, n, _) in enumerate(windows)]
+        y = y.cpu()  # one device -> host copy (and sync) per batch, not one per window
+        out = [center_trim(y[j], n).numpy() for j, (_, n, _) in enumerate(windows)]
         self.model_seconds += time.perf_counter() - t0
         return out

@@ -19,7 +19,7 @@ from . import audio, pipeline, precision, recipes, surround
 from .audio import MODEL_RATE
 from .demucs_runner import DemucsRunner
 from .device import resolve_device
-from .errors import NotInPackError, OptionError
+from .errors import NotInPackError, NumericError, OptionError
 from .job import UNIT, Job, Progress, SeparationResult
 from .mdx import MdxRunner
 from .options import Options
@@ -218,7 +218,11 @@ class Separator:
                 yield out
 
         pos = 0
+        reduced = opts.precision != "fp32" or self.half_models  # fp32 can make no NaN from finite input
         for got in _fit_all(at_model_rate(), base, MODEL_RATE, out_rate, frames, out_frames):
+            if reduced and not all(np.isfinite(b).all() for b in got.values()):
+                raise NumericError(f"precision {opts.precision} overflowed: the models made non-finite samples "
+                                   "(NaN or inf); run it with precision=fp32")
             n = len(next(iter(got.values())))
             for r, src in residuals.items():
                 if r in stems:

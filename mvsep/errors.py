@@ -39,3 +39,7 @@ class Cancelled(MvsepError):
 
 class OutOfMemoryError(MvsepError):
     """Even the smallest batch/chunk size does not fit in device memory."""
+
+
+class NumericError(MvsepError):
+    """A reduced precision (fp16/bf16) made non-finite samples (NaN/inf): nothing is written."""

@@ -109,7 +109,9 @@ def test_fp16_graph_does_not_overflow_on_a_loud_spectrogram(tmp_path):
     """The `nan dB` of bench_precision.py (issue 22): the demo pack's MDX graphs square the raw spectrogram
     (|X| ~ 300 on its held-out clips: 300^2 > 65504, float16's largest value), so a graph converted to float16
     wholesale gives inf, then NaN, on the GPU. ONNX Runtime's CPU provider computes such nodes in float32,
-    which hid it here; onnx's reference evaluator computes float16 as float16, as CUDA does."""
+    which hid it here; onnx's reference evaluator computes float16 as float16, as CUDA does. Why the CLI's fp16
+    output looked finite: the bundled example peaks at |X| = 166 (166^2 < 65504), the held-out clips at 306,
+    244 and 464, so two of three clips made NaN and their mean `nan dB`. Same code path, louder input."""
     import onnx
     from onnx.reference import ReferenceEvaluator
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -193,3 +195,19 @@ def _read(x, a, b):
     if lo < hi:
         out[lo - a:hi - a] = x[lo:hi]
     return out
+
+
+def test_non_finite_samples_under_a_reduced_precision_fail_the_job(sep):
+    """What fp16 on the demo pack did (NaN stems): a clear engine error before anything is encoded, never a
+    stem of NaN (float WAV) or of clipped garbage (integer formats)."""
+    from mvsep.errors import NumericError
+    from mvsep.job import Job
+    from mvsep.signals import ArraySignal
+    vocals = np.zeros((SR, 2), np.float32)
+    vocals[1000] = np.nan
+    signals = {"mix": ArraySignal.zeros(SR, 2), "vocals": ArraySignal(vocals)}
+    blocks = lambda p: sep.final_blocks(signals, signals["mix"], Options(only_vocals=True, precision=p),  # noqa: E731
+                                        ("vocals", "instrumental"), SR, SR, Job(None, None))
+    with pytest.raises(NumericError, match="precision fp16 overflowed"):
+        list(blocks("fp16"))
+    assert np.isnan(next(blocks("fp32"))["vocals"]).any()  # fp32 is left as it is (exact, no extra pass)
