@@ -26,13 +26,25 @@ def runner(ctx) -> RoformerRunner:
     return ctx.roformer
 
 
-class RoformerRecipe(Recipe):
-    kind = "mel"
+class VocalsRecipe(Recipe):
+    """What the RoFormers and the ensemble share: stems vocals and instrumental (= the input minus vocals),
+    their signals "mix" and "vocals"."""
     stems = VOCALS
     residuals = {"instrumental": "vocals"}
     default_stems = ("vocals", "instrumental")
     rest_stems = ("instrumental",)
     lfe_stems = ()
+
+    def stem_blocks(self, signals, stems, blocks):
+        mix, vocals = signals["mix"], signals["vocals"]
+        for a, b in blocks:
+            v = vocals.read(a, b)
+            out = {"vocals": v, "instrumental": mix.read(a, b) - v}
+            yield {s: out[s] for s in stems}
+
+
+class RoformerRecipe(VocalsRecipe):
+    kind = "mel"
     options = ()
 
     def files(self, opts, stems) -> list[str]:
@@ -68,13 +80,6 @@ class RoformerRecipe(Recipe):
         runner(ctx).run(model, mix.read, mix.frames, lambda s, y: vocals.add(s, y.T * weight),
                         step=lambda n: job.step(n * units), half=ctx.half(opts))
 
-    def stem_blocks(self, signals, stems, blocks):
-        mix, vocals = signals["mix"], signals["vocals"]
-        for a, b in blocks:
-            v = vocals.read(a, b)
-            out = {"vocals": v, "instrumental": mix.read(a, b) - v}
-            yield {s: out[s] for s in stems}
-
 
 class MelRoformer(RoformerRecipe):
     name = "mel-roformer"
@@ -96,14 +101,9 @@ def weight_option(name: str) -> str:
     return "weight_" + name.replace("-", "_")
 
 
-class Ensemble(Recipe):
+class Ensemble(VocalsRecipe):
     name = "ensemble"
     summary = "the weighted mean of several recipes' vocals (default: the two RoFormers); instrumental = input - it"
-    stems = VOCALS
-    residuals = {"instrumental": "vocals"}
-    default_stems = ("vocals", "instrumental")
-    rest_stems = ("instrumental",)
-    lfe_stems = ()
     options = tuple(Option(weight_option(n), "float", w, f"weight of {n}'s vocals in the mean, 0..100 "
                            "(0: not a member)", min=0.0, max=100.0) for n, w in MEMBERS.items())
 
@@ -153,6 +153,3 @@ class Ensemble(Recipe):
             for (a, _), out in zip(spans, member.stem_blocks(signals, ("vocals",), spans)):
                 vocals.add(a, out["vocals"] * weight)
         return {"mix": mix, "vocals": vocals}
-
-    def stem_blocks(self, signals, stems, blocks):
-        return RoformerRecipe.stem_blocks(self, signals, stems, blocks)
