@@ -168,14 +168,15 @@ class Runner:
         return opts, stems
 
     @classmethod
-    def normalize(cls, fields: dict) -> dict:
-        """A request's option fields, checked, as the job stores them: stems, recipe, the engine-wide options
-        and the recipe options the request set. Raises OptionError."""
+    def normalize(cls, fields: dict):
+        """A request's option fields, checked: (the fields as the job stores them: stems, recipe, the engine-wide
+        options and the recipe options the request set; the engine `Options`; the stems). Raises OptionError."""
         from mvsep.catalog import request_dict
         opts, stems = cls.translate(fields)
         full = request_dict(opts, stems)
-        return {k: v for k, v in full.items()
-                if k in ("stems", "recipe", "format", "sample_rate", "mono") or fields.get(k) is not None}
+        stored = {k: v for k, v in full.items()
+                  if k in ("stems", "recipe", "format", "sample_rate", "mono") or fields.get(k) is not None}
+        return stored, opts, stems
 
     def catalogue(self, limits: dict) -> dict:
         """The engine's catalogue for the installed pack (GET /recipes)."""

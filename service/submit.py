@@ -158,7 +158,7 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
         wait = None if wait is None else parse_bool("wait", wait)  # junk is a 422, not "async"
         url = fields.pop("url", None)
         try:
-            options = await anyio.to_thread.run_sync(runner.normalize, fields)
+            options, engine_opts, stems = await anyio.to_thread.run_sync(runner.normalize, fields)
         except rn.MvsepError as e:
             raise engine_error(e) from None
         digest = fingerprint(options, url, info) if key is not None else None
@@ -166,7 +166,6 @@ async def submit(svc: Services, request: Request) -> tuple[dict, bool | None]:
             await anyio.to_thread.run_sync(st.delete_files, job_id)
             return key_reused(existing, digest), None
         try:
-            engine_opts, stems = await anyio.to_thread.run_sync(runner.translate, options)
             await anyio.to_thread.run_sync(runner.check, engine_opts, stems)
         except rn.MvsepError as e:
             raise engine_error(e) from None
