@@ -413,15 +413,11 @@ def export_demucs(model, out: Path, seconds: float, args: dict) -> None:
 
 
 def write_manifest(out: Path) -> None:
-    lines = []
-    cinematic = [p.name for p in out.glob("97d170e1-*.th")]   # train_cinematic.py's model, when present
-    for name in sorted([*MDX_NAMES.values(), DEMUCS_NAME, *cinematic]):
-        if not (out / name).exists():
-            print(f"SHA256SUMS not written: {name} is missing")
-            return
-        lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}\n")
-    (out / "SHA256SUMS").write_text("".join(lines))
-    print("wrote SHA256SUMS")
+    """Rewrite SHA256SUMS over every model file in the pack (the RoFormer's yaml included: it sets the model)."""
+    names = sorted(p.name for p in out.iterdir() if p.suffix in (".onnx", ".th", ".ckpt", ".yaml"))
+    (out / "SHA256SUMS").write_text("".join(f"{hashlib.sha256((out / n).read_bytes()).hexdigest()}  {n}\n"
+                                            for n in names))
+    print(f"wrote SHA256SUMS ({len(names)} files)")
 
 
 def _complete(ck: Path, steps: int) -> bool:

@@ -16,7 +16,6 @@ checkpoints in <work>/ckpt.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 from make_data import SR, load_split  # noqa: E402 (the script's own dir is on sys.path)
-from train import sdr_loss, train_loop  # noqa: E402 (the script's own dir is on sys.path)
+from train import sdr_loss, train_loop, write_manifest  # noqa: E402 (the script's own dir is on sys.path)
 
 NAME = "97d170e1-dbb4db15.th"
 SOURCES = ["music", "effects", "dialog"]     # o[0] music, o[1] effects, o[2] dialog (the spec's order)
@@ -139,14 +138,6 @@ def export(model, out: Path, seconds: float, args: dict) -> None:
     back = load_model(out / NAME)
     assert back.sources == SOURCES
     print(f"exported {NAME} ({(out / NAME).stat().st_size} bytes, segment {back.segment})", flush=True)
-
-
-def write_manifest(out: Path) -> None:
-    """Rewrite SHA256SUMS over every model file in the pack."""
-    names = sorted(p.name for p in out.iterdir() if p.suffix in (".onnx", ".th"))
-    (out / "SHA256SUMS").write_text("".join(f"{hashlib.sha256((out / n).read_bytes()).hexdigest()}  {n}\n"
-                                            for n in names))
-    print(f"wrote SHA256SUMS ({len(names)} files)")
 
 
 def main():

@@ -1,0 +1,124 @@
+"""Train the demo pack's small Mel-Band RoFormer and write it under the real file names:
+`MelBandRoformer.ckpt` (a plain state dict, float16 weights) and `config_vocals_mel_band_roformer_kj.yaml` (the
+same architecture as the public model, smaller dimensions), so `recipe=mel-roformer` separates out of the box.
+
+    python scripts/demo_pack/train_roformer.py --work /tmp/spark_demo_pack --out mvsep/demo_pack
+
+The model is built from the yaml it is shipped with (`mvsep.roformer.config.read_config`), so what trains is
+what the engine loads. Data: make_data.py's dialogs and music beds (the same `train` split and mixtures as the
+MDX models: vocals to background -6..+11 dB, random pan, gain and polarity). Loss: negative SDR of the vocals
+and of the instrumental (mix - vocals). Seeded, resumable checkpoints in <work>/ckpt (SIGTERM saves and stops;
+the same command resumes); `--init` starts a new run from an earlier checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+HERE = Path(__file__).resolve().parent
+from make_data import SR, load_split  # noqa: E402,F401 (the script's own dir is on sys.path)
+from train import Mixer, sdr_loss, train_loop, write_manifest  # noqa: E402
+
+from mvsep.roformer import FILES  # noqa: E402
+from mvsep.roformer.config import read_config  # noqa: E402
+from mvsep.roformer.loader import load_model  # noqa: E402
+from mvsep.roformer.model import Roformer  # noqa: E402
+
+CKPT_NAME, YAML_NAME = FILES["mel"]
+
+
+def config_tree(a) -> dict:
+    """The yaml: the public file's keys (audio / model / inference), the demo's dimensions."""
+    return {
+        "audio": {"chunk_size": a.chunk, "num_channels": 2, "sample_rate": SR},
+        "model": {"dim": a.dim, "depth": a.depth, "stereo": True, "num_stems": 1, "time_transformer_depth": 1,
+                  "freq_transformer_depth": 1, "linear_transformer_depth": 0, "num_bands": a.bands,
+                  "dim_head": a.dim_head, "heads": a.heads, "attn_dropout": 0.0, "ff_dropout": 0.0,
+                  "flash_attn": True, "dim_freqs_in": a.n_fft // 2 + 1, "sample_rate": SR, "stft_n_fft": a.n_fft,
+                  "stft_hop_length": a.hop, "stft_win_length": a.n_fft, "stft_normalized": False,
+                  "mask_estimator_depth": a.mask_depth, "multi_stft_resolution_loss_weight": 1.0,
+                  "mlp_expansion_factor": 4, "skip_connection": False, "use_pope": False},
+        "training": {"instruments": ["vocals", "other"], "target_instrument": "vocals", "demo_pack": True,
+                     "steps": a.steps, "batch": a.batch, "seconds": a.seconds, "lr": a.lr, "seed": a.seed},
+        "inference": {"batch_size": 1, "dim_t": a.chunk // a.hop + 1, "num_overlap": 2},
+    }
+
+
+def vocals_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mix = v + b
+    est = model(mix)
+    floor = 1e-3 * (mix ** 2).sum((1, 2)) + 1e-8   # keeps a silent stem's loss finite
+    return sdr_loss(est, v, floor) + sdr_loss(mix - est, b, floor)
+
+
+def export(model: Roformer, yaml_path: Path, out: Path) -> None:
+    """Float16 weights (the rotary `freqs` stay float32: an angle of position x freq needs the bits); the file
+    is loaded back through the engine's strict loader and must give the float16-rounded model's output."""
+    state = {k: (v.detach().half() if v.is_floating_point() and not k.endswith("rotary_embed.freqs") else v.detach())
+             for k, v in model.state_dict().items()}
+    torch.save(state, out / CKPT_NAME)
+    back = load_model(out / CKPT_NAME, out / YAML_NAME, "mel")
+    x = torch.randn(1, 2, SR * 2) * 0.1
+    with torch.no_grad():
+        ref = Roformer(model.cfg)
+        ref.load_state_dict({k: v.float() for k, v in state.items()})
+        err = float((back(x) - ref.eval()(x)).abs().max())
+    assert err < 1e-5, err
+    n = sum(p.numel() for p in model.parameters())
+    print(f"exported {CKPT_NAME} ({(out / CKPT_NAME).stat().st_size} bytes, {n} parameters; reload err {err:.1e})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("DEMO_WORK", "/tmp/spark_demo_pack")))
+    ap.add_argument("--out", type=Path, default=HERE.parents[1] / "mvsep" / "demo_pack")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=2.0, help="training crop")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (a new run)")
+    ap.add_argument("--name", default="melroformer", help="checkpoint name in <work>/ckpt")
+    g = ap.add_argument_group("model (written to the yaml)")
+    g.add_argument("--dim", type=int, default=48)
+    g.add_argument("--depth", type=int, default=2)
+    g.add_argument("--bands", type=int, default=32)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--dim-head", type=int, default=16)
+    g.add_argument("--mask-depth", type=int, default=1)
+    g.add_argument("--n-fft", type=int, default=1024)
+    g.add_argument("--hop", type=int, default=441)
+    g.add_argument("--chunk", type=int, default=SR * 4, help="samples per model call at inference")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    ckpt = a.work / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    yaml_path = a.out / YAML_NAME
+    yaml_path.write_text("# The demo pack's Mel-Band RoFormer (scripts/demo_pack/train_roformer.py): the public\n"
+                         "# model's architecture and keys, smaller dimensions.\n"
+                         + yaml.safe_dump(config_tree(a), sort_keys=False))
+    model = Roformer(read_config(yaml_path, "mel"))
+    if a.init:
+        model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["model"])
+    mixer = Mixer(a.work, "train", a.seed)
+    print(f"{len(mixer.speech)} dialogs, {len(mixer.music)} music beds; "
+          f"{sum(p.numel() for p in model.parameters())} parameters", flush=True)
+    model.train()
+    train_loop(a.name, model, vocals_loss, mixer, a.steps, a.batch, int(a.seconds * SR), a.lr, ckpt,
+               keep_every=500)
+    model.eval()
+    export(model, yaml_path, a.out)
+    write_manifest(a.out)
+    print(f"mean of the last losses in {ckpt / (a.name + '.pt')}; evaluate with "
+          f"evaluate.py --recipe mel-roformer", flush=True)
+
+
+if __name__ == "__main__":
+    main()
