@@ -4,6 +4,7 @@
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via engine     # mvsep.Separator, arrays
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via reference  # testkit/reference.py
     python scripts/demo_pack/evaluate.py --pack mvsep/demo_pack --via builtin    # the small ensemble below
+    python scripts/demo_pack/evaluate.py --recipe mel-roformer --via file        # another vocals recipe
 
 SDR is the MDX challenge's global SDR, 10*log10(sum s^2 / sum (s - s_hat)^2) over a whole clip (both channels),
 averaged over the clips of a condition. The baseline is the plain mixture used as the estimate of each stem.
@@ -81,7 +82,9 @@ def builtin_separate(pack: Path, mix: np.ndarray) -> dict[str, np.ndarray]:
             "_mdx": v1.T, "_demucs": vd.T}
 
 
-def separator(via: str, pack: Path):
+def separator(via: str, pack: Path, recipe: str = "mdx23"):
+    if recipe != "mdx23" and via in ("builtin", "reference"):
+        raise SystemExit(f"--via {via} is the mdx23 ensemble only; use --via file or engine for {recipe}")
     if via == "builtin":
         return lambda mix: builtin_separate(pack, mix)
     if via == "reference":
@@ -89,7 +92,7 @@ def separator(via: str, pack: Path):
         return lambda mix: reference_separate(pack, mix, only_vocals=True)
     from mvsep import Options, Separator
     sep = Separator(model_dir=pack, device="cpu")
-    opts = Options(only_vocals=True, shifts=0)
+    opts = Options(only_vocals=True, shifts=0) if recipe == "mdx23" else Options(recipe=recipe)
     if via == "engine":
         return lambda mix: sep.separate_array(mix, SR, opts)
 
@@ -110,14 +113,15 @@ def main():
     ap.add_argument("--split", default="heldout", help="heldout (make_data.py) or a make_cine_data.py set: "
                     "seen / excluded (their dialog scenes over their music)")
     ap.add_argument("--via", choices=["file", "engine", "reference", "builtin"], default="file")
+    ap.add_argument("--recipe", default="mdx23", help="a recipe with stems vocals and instrumental")
     ap.add_argument("--clips", type=int, default=8, help="clips per condition")
     ap.add_argument("--seconds", type=float, default=None, help="cut clips to this length")
     ap.add_argument("--conditions", type=float, nargs="+", default=list(CONDITIONS), help="SBRs in dB")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
-    run = separator(a.via, a.pack)
-    print(f"pack {a.pack} via {a.via}, {a.clips} held-out clips per condition")
+    run = separator(a.via, a.pack, a.recipe)
+    print(f"pack {a.pack}, recipe {a.recipe} via {a.via}, {a.clips} held-out clips per condition")
     print("| SBR dB | vocals SDR | instrumental SDR | mixture baseline (voc / inst) | MDX alone | demucs alone |")
     print("|---|---|---|---|---|---|")
     for cond in a.conditions:

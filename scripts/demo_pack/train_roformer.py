@@ -78,12 +78,15 @@ def main():
     ap.add_argument("--out", type=Path, default=HERE.parents[1] / "mvsep" / "demo_pack")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the batches are made on the CPU either way)")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=2.0, help="training crop")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (a new run)")
     ap.add_argument("--name", default="melroformer", help="checkpoint name in <work>/ckpt")
+    ap.add_argument("--export-from", type=Path, default=None,
+                    help="no training: export this checkpoint's model (e.g. <work>/ckpt/melroformer-step2500.pt)")
     g = ap.add_argument_group("model (written to the yaml)")
     g.add_argument("--dim", type=int, default=48)
     g.add_argument("--depth", type=int, default=2)
@@ -101,23 +104,31 @@ def main():
     ckpt.mkdir(parents=True, exist_ok=True)
     a.out.mkdir(parents=True, exist_ok=True)
     yaml_path = a.out / YAML_NAME
+    exported = torch.load(a.export_from, map_location="cpu", weights_only=False) if a.export_from else None
+    if exported:
+        a.steps = exported["step"]   # the yaml records the steps the exported model had
     yaml_path.write_text("# The demo pack's Mel-Band RoFormer (scripts/demo_pack/train_roformer.py): the public\n"
                          "# model's architecture and keys, smaller dimensions.\n"
                          + yaml.safe_dump(config_tree(a), sort_keys=False))
     model = Roformer(read_config(yaml_path, "mel"))
     if a.init:
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["model"])
+    if exported:
+        model.load_state_dict(exported["model"])
+        export(model.eval(), yaml_path, a.out)
+        write_manifest(a.out)
+        return
     mixer = Mixer(a.work, "train", a.seed)
     print(f"{len(mixer.speech)} dialogs, {len(mixer.music)} music beds; "
           f"{sum(p.numel() for p in model.parameters())} parameters", flush=True)
-    model.train()
+    model.to(a.device).train()
     train_loop(a.name, model, vocals_loss, mixer, a.steps, a.batch, int(a.seconds * SR), a.lr, ckpt,
-               keep_every=500)
-    model.eval()
+               keep_every=500, device=a.device)
+    model.cpu().eval()
     export(model, yaml_path, a.out)
     write_manifest(a.out)
-    print(f"mean of the last losses in {ckpt / (a.name + '.pt')}; evaluate with "
-          f"evaluate.py --recipe mel-roformer", flush=True)
+    print(f"checkpoint {ckpt / (a.name + '.pt')}; measure with: python scripts/demo_pack/evaluate.py "
+          f"--work {a.work} --pack {a.out} --recipe mel-roformer", flush=True)
 
 
 if __name__ == "__main__":
