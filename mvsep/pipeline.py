@@ -5,9 +5,12 @@ Both hand data over through bounded buffers, so memory stays flat whatever the d
 the job's disk signal and only holds a watermark; `Behind` queues at most `depth` blocks and blocks the producer
 when the encoder falls behind. An error in a side thread reaches the main thread at its next read or put (the
 original exception); cancel and errors in the main thread stop the side threads before the job ends.
+`Beside` runs a model pass next to the main thread's (on CUDA in its own stream), its progress folded into the
+main thread's steps.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from typing import Callable, Iterable
@@ -70,6 +73,19 @@ class Filling:
         if self._error is not None:
             raise self._error
         self._tell()
+        return self.signal.read(start, end)
+
+    def read_quiet(self, start: int, end: int, stop: threading.Event | None = None) -> np.ndarray:
+        """`read` for a thread other than the main one: waits the same (or until `stop` is set: `Stopped`),
+        reports no progress (the main thread's next read reports it)."""
+        need = min(end, self.frames)
+        with self._cond:
+            while not (self._done or self._upto >= need):
+                if stop is not None and stop.is_set():
+                    raise Stopped
+                self._cond.wait(_POLL)
+        if self._error is not None:
+            raise self._error
         return self.signal.read(start, end)
 
     def wait(self) -> None:
@@ -149,3 +165,64 @@ class Behind:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+class Beside:
+    """`work(step)` in a side thread while the main thread runs its own pass: two models at the same time.
+
+    On CUDA the side thread queues its kernels on a stream of its own, so they run beside the main thread's.
+    The side's `step(units)` only counts (progress and cancel stay on the main thread): the main thread folds the
+    count into its own steps with `take()`, which also raises the side's error as soon as there is one.
+    `join(job)` waits for the side while reporting its progress and checking cancel; `stop()` (on any error or
+    cancel in the main thread) makes the side end at its next step (or wait for input, given `stopping`) and
+    waits for it. `work(step, stopping)`: `stopping` is the event `stop()` sets."""
+
+    def __init__(self, work: Callable[[Callable[[float], None], threading.Event], None], device=None,
+                 name: str = "mvsep-beside"):
+        self.work, self.device = work, device
+        self._units = 0.0
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._stream():
+                self.work(self._step, self._stop)
+        except Stopped:
+            pass
+        except BaseException as e:  # raised in the main thread at its next take or join
+            self._error = e
+
+    def _stream(self):
+        import torch
+        if getattr(self.device, "type", None) != "cuda":
+            return contextlib.nullcontext()
+        torch.cuda.set_device(self.device)  # the current device is per thread
+        return torch.cuda.stream(torch.cuda.Stream(self.device))
+
+    def _step(self, units: float) -> None:
+        with self._lock:
+            self._units += units
+        if self._stop.is_set():
+            raise Stopped
+
+    def take(self) -> float:
+        """The side's units since the last take; its error, if it failed."""
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            units, self._units = self._units, 0.0
+        return units
+
+    def join(self, job) -> None:
+        while self._thread.is_alive():
+            self._thread.join(_POLL)
+            job.step(self.take())  # checks cancel too
+        job.step(self.take())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -126,33 +126,15 @@ class Mdx23(Recipe):
         return units
 
     def work_channels(self, opts, stems) -> int:
-        return 4 + (6 if self._four(opts, stems) else 0)   # mix, vocals (+ drums/bass/other sums)
+        # mix, vocals, the MDX vocal shares kept apart while demucs runs beside them (CUDA), the 4-stem sums
+        return 8 + (6 if self._four(opts, stems) else 0)
 
     def separate(self, ctx, mix, new_signal, opts, stems, job) -> dict:
         """Vocals = (12 v1 + 8 v2 + 3 v_demucs) / 23 (single_onnx: (6 v1 + v_demucs) / 7); then, for 4 stems,
         the weighted drums/bass/other of the four demucs models on the instrumental."""
         length = mix.frames
-        vocals = new_signal(length, 2, "vocals")
-        w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
-        half, autocast = ctx.half(opts), ctx.autocast(opts)
-
-        model = ctx.pack.demucs(DEMUCS_VOCALS)
-        iv = list(model.sources).index("vocals")
-        job.start("demucs vocals")
-        ctx.demucs.run(model, mix.read, length, opts.overlap_large,
-                       lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
-                       shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step, half=autocast)
-
-        kim_vocal = mdx_models(opts)[0]
-        job.start(f"mdx {Path(kim_vocal).stem}")
-        ctx.mdx.run(ctx.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
-                    lambda s, y: vocals.add(s, y.T * w_v1), job.step)
-        if not opts.single_onnx:
-            # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
-            job.start(f"mdx {Path(KIM_INST).stem}")
-            ctx.mdx.run(ctx.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
-                        opts.overlap_large,
-                        lambda s, y: vocals.add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), job.step)
+        vocals = self._vocals(ctx, mix, new_signal, opts, job)
+        autocast = ctx.autocast(opts)
         signals = {"mix": mix, "vocals": vocals}
         if not self._four(opts, stems):
             return signals
@@ -177,6 +159,62 @@ class Mdx23(Recipe):
                            step=job.step, half=autocast)
         signals["dbo"] = dbo
         return signals
+
+    @staticmethod
+    def _vocals(ctx, mix, new_signal, opts, job):
+        """The vocals signal: the demucs pass, then the MDX passes, each adding its weighted share. With
+        `ctx.overlap_models` (CUDA) the demucs pass runs beside the MDX passes (`pipeline.Beside`); their
+        shares are kept apart and summed in the sequential order afterwards, so the bytes are the same."""
+        length = mix.frames
+        w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
+        half, autocast = ctx.half(opts), ctx.autocast(opts)
+        model = ctx.pack.demucs(DEMUCS_VOCALS)
+        iv = list(model.sources).index("vocals")
+        vocals = new_signal(length, 2, "vocals")
+
+        def demucs_vocals(read, step):
+            ctx.demucs.run(model, read, length, opts.overlap_large,
+                           lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
+                           shifts=opts.shifts, seed=opts.seed, key="vocals", step=step, half=autocast)
+
+        def mdx_vocals(share1, share2, step):
+            kim_vocal = mdx_models(opts)[0]
+            job.start(f"mdx {Path(kim_vocal).stem}")
+            ctx.mdx.run(ctx.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
+                        lambda s, y: share1(s, y.T * w_v1), step)
+            if not opts.single_onnx:
+                # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
+                job.start(f"mdx {Path(KIM_INST).stem}")
+                ctx.mdx.run(ctx.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
+                            opts.overlap_large,
+                            lambda s, y: share2(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), step)
+
+        if not getattr(ctx, "overlap_models", False):
+            job.start("demucs vocals")
+            demucs_vocals(mix.read, job.step)
+            mdx_vocals(vocals.add, vocals.add, job.step)
+            return vocals
+
+        from ..pipeline import Beside
+        from ..signals import blocks
+        quiet = getattr(mix, "read_quiet", None)  # a mix still decoding: progress is the main thread's
+        shares = [new_signal(length, 2, "vocals-mdx1")]
+        if not opts.single_onnx:
+            shares.append(new_signal(length, 2, "vocals-mdx2"))
+        side = Beside(lambda step, stopping: demucs_vocals(
+            (lambda a, b: quiet(a, b, stopping)) if quiet else mix.read, step), ctx.demucs.device)
+        try:
+            # each MDX sample is emitted once per pass: written as computed, added after the demucs share
+            mdx_vocals(shares[0].write, shares[-1].write, lambda n: job.step(n + side.take()))
+            job.start("demucs vocals")
+            side.join(job)
+        except BaseException:
+            side.stop()
+            raise
+        for a, b in blocks(length):
+            for share in shares:
+                vocals.add(a, share.read(a, b))
+        return vocals
 
     def stem_blocks(self, signals, stems, blocks):
         """The final stems at 44.1 kHz, block by block, as the spec derives them."""
