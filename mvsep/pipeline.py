@@ -6,10 +6,12 @@ the job's disk signal and only holds a watermark; `Behind` queues at most `depth
 when the encoder falls behind. An error in a side thread reaches the main thread at its next read or put (the
 original exception); cancel and errors in the main thread stop the side threads before the job ends.
 `Beside` runs a model pass next to the main thread's (on CUDA in its own stream), its progress folded into the
-main thread's steps.
+main thread's steps; `AfterFrontier` holds the main thread's additions to a signal until the side pass has
+written its final values there, so every sample is summed in the sequential order.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -217,12 +219,57 @@ class Beside:
             units, self._units = self._units, 0.0
         return units
 
+    def poll(self, job) -> bool:
+        """Wait a little for the side; report its progress and check cancel. False once it has ended."""
+        self._thread.join(_POLL)
+        job.step(self.take())  # checks cancel too
+        return self._thread.is_alive()
+
     def join(self, job) -> None:
-        while self._thread.is_alive():
-            self._thread.join(_POLL)
-            job.step(self.take())  # checks cancel too
-        job.step(self.take())
+        while self.poll(job):
+            pass
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class AfterFrontier:
+    """Additions to `signal` that must land after another thread's: that thread writes the signal front to back
+    (its final values up to `advance(upto)`), the main thread's `add(start, block)` are applied in their order
+    once the frontier has passed their end. Held blocks are kept in memory up to `cap` bytes; past it `add`
+    calls `wait()` (the main thread's poll of the side) until they fit."""
+
+    CAP = 256 << 20  # 12 minutes of stereo float32 ahead of the other writer
+
+    def __init__(self, signal, cap: int | None = None):
+        self.signal, self.cap = signal, self.CAP if cap is None else cap
+        self._upto = 0
+        self._lock = threading.Lock()
+        self._held: collections.deque = collections.deque()
+        self._bytes = 0
+
+    def advance(self, upto: int) -> None:
+        with self._lock:
+            self._upto = max(self._upto, upto)
+
+    def add(self, start: int, block: np.ndarray, wait: Callable[[], object]) -> None:
+        self._held.append((start, block))
+        self._bytes += block.nbytes
+        self._apply()
+        while self._bytes > self.cap:
+            wait()
+            self._apply()
+
+    def finish(self) -> None:
+        """Apply everything held: the other writer has ended."""
+        self.advance(self.signal.frames)
+        self._apply()
+
+    def _apply(self) -> None:
+        with self._lock:
+            upto = self._upto
+        while self._held and self._held[0][0] + len(self._held[0][1]) <= upto:
+            start, block = self._held.popleft()
+            self.signal.add(start, block)
+            self._bytes -= block.nbytes

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from conftest import SR
+from mvsep import pipeline
 from mvsep.engine import Options, Separator
 from mvsep.errors import Cancelled
 from mvsep.recipes.mdx23 import DEMUCS_VOCALS
@@ -83,6 +84,21 @@ def test_overlapped_passes_give_the_sequential_bytes(seps, case):
     for stem in a:
         assert a[stem].tobytes() == b[stem].tobytes(), stem
     assert side_threads() == []
+
+
+def test_mdx_shares_held_past_the_cap_wait_for_demucs(seps, monkeypatch):
+    """With no room to hold MDX blocks, the main thread waits for the demucs pass at each one: same bytes."""
+    seq, both = seps
+    polls = []
+    poll = pipeline.Beside.poll
+    monkeypatch.setattr(pipeline.AfterFrontier, "CAP", 0)
+    monkeypatch.setattr(pipeline.Beside, "poll", lambda self, job: polls.append(1) or poll(self, job))
+    mix = noise(int(3.3 * SR), seed=12)
+    opts = Options(only_vocals=True, shifts=1, chunk_size=100_000)
+    a, b = seq.separate_array(mix, SR, opts), both.separate_array(mix, SR, opts)
+    assert polls, "the MDX pass never waited for the demucs pass"
+    for stem in a:
+        assert a[stem].tobytes() == b[stem].tobytes(), stem
 
 
 def test_a_file_still_decoding_gives_the_same_bytes_and_the_passes_overlap(seps, recorded, tmp_path):

@@ -126,8 +126,7 @@ class Mdx23(Recipe):
         return units
 
     def work_channels(self, opts, stems) -> int:
-        # mix, vocals, the MDX vocal shares kept apart while demucs runs beside them (CUDA), the 4-stem sums
-        return 8 + (6 if self._four(opts, stems) else 0)
+        return 4 + (6 if self._four(opts, stems) else 0)   # mix, vocals (+ drums/bass/other sums)
 
     def separate(self, ctx, mix, new_signal, opts, stems, job) -> dict:
         """Vocals = (12 v1 + 8 v2 + 3 v_demucs) / 23 (single_onnx: (6 v1 + v_demucs) / 7); then, for 4 stems,
@@ -163,8 +162,10 @@ class Mdx23(Recipe):
     @staticmethod
     def _vocals(ctx, mix, new_signal, opts, job):
         """The vocals signal: the demucs pass, then the MDX passes, each adding its weighted share. With
-        `ctx.overlap_models` (CUDA) the demucs pass runs beside the MDX passes (`pipeline.Beside`); their
-        shares are kept apart and summed in the sequential order afterwards, so the bytes are the same."""
+        `ctx.overlap_models` (CUDA) the demucs pass runs beside the MDX passes (`pipeline.Beside`) and each MDX
+        share is added once the demucs pass has finished that stretch (`AfterFrontier`): the same sums in the
+        same order, so the same bytes."""
+        from ..demucs_runner import plan
         length = mix.frames
         w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
         half, autocast = ctx.half(opts), ctx.autocast(opts)
@@ -172,48 +173,54 @@ class Mdx23(Recipe):
         iv = list(model.sources).index("vocals")
         vocals = new_signal(length, 2, "vocals")
 
-        def demucs_vocals(read, step):
-            ctx.demucs.run(model, read, length, opts.overlap_large,
-                           lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
-                           shifts=opts.shifts, seed=opts.seed, key="vocals", step=step, half=autocast)
+        def demucs_vocals(read, step, done=lambda frames: None):
+            def add(s, y, scale):
+                vocals.add(s, y[iv].T * (scale[iv] * w_demucs))
+                done(y.shape[-1])
+            ctx.demucs.run(model, read, length, opts.overlap_large, add, shifts=opts.shifts, seed=opts.seed,
+                           key="vocals", step=step, half=autocast)
 
-        def mdx_vocals(share1, share2, step):
+        def mdx_vocals(add, step):
             kim_vocal = mdx_models(opts)[0]
             job.start(f"mdx {Path(kim_vocal).stem}")
             ctx.mdx.run(ctx.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
-                        lambda s, y: share1(s, y.T * w_v1), step)
+                        lambda s, y: add(s, y.T * w_v1), step)
             if not opts.single_onnx:
                 # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
                 job.start(f"mdx {Path(KIM_INST).stem}")
                 ctx.mdx.run(ctx.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
-                            opts.overlap_large,
-                            lambda s, y: share2(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), step)
+                            opts.overlap_large, lambda s, y: add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2),
+                            step)
 
         if not getattr(ctx, "overlap_models", False):
             job.start("demucs vocals")
             demucs_vocals(mix.read, job.step)
-            mdx_vocals(vocals.add, vocals.add, job.step)
+            mdx_vocals(vocals.add, job.step)
             return vocals
 
-        from ..pipeline import Beside
-        from ..signals import blocks
+        from ..pipeline import AfterFrontier, Beside
+        later = AfterFrontier(vocals)
+        # each pass of the demucs model emits every frame once, in order: the last pass's frames are final
+        passes = len(plan(model, length, opts.overlap_large, opts.shifts, opts.seed, "vocals",
+                          ctx.demucs.both_polarities))
+        emitted = [0]
+
+        def done(frames):
+            emitted[0] += frames
+            later.advance(emitted[0] - (passes - 1) * length)
+
         quiet = getattr(mix, "read_quiet", None)  # a mix still decoding: progress is the main thread's
-        shares = [new_signal(length, 2, "vocals-mdx1")]
-        if not opts.single_onnx:
-            shares.append(new_signal(length, 2, "vocals-mdx2"))
         side = Beside(lambda step, stopping: demucs_vocals(
-            (lambda a, b: quiet(a, b, stopping)) if quiet else mix.read, step), ctx.demucs.device)
+            (lambda a, b: quiet(a, b, stopping)) if quiet else mix.read, step, done), ctx.demucs.device)
         try:
-            # each MDX sample is emitted once per pass: written as computed, added after the demucs share
-            mdx_vocals(shares[0].write, shares[-1].write, lambda n: job.step(n + side.take()))
+            mdx_vocals(lambda s, block: later.add(s, block, lambda: side.poll(job)),
+                       lambda n: job.step(n + side.take()))
             job.start("demucs vocals")
             side.join(job)
         except BaseException:
             side.stop()
             raise
-        for a, b in blocks(length):
-            for share in shares:
-                vocals.add(a, share.read(a, b))
+        later.finish()
         return vocals
 
     def stem_blocks(self, signals, stems, blocks):
