@@ -179,9 +179,15 @@ class Beside:
     cancel in the main thread) makes the side end at its next step (or wait for input, given `stopping`) and
     waits for it. `work(step, stopping)`: `stopping` is the event `stop()` sets."""
 
+    # One side stream per (device, calling thread), kept: torch's caching allocator keeps freed blocks per
+    # stream, so a fresh stream per job would strand the last job's cached memory until the next empty_cache.
+    _streams: dict = {}
+    _streams_lock = threading.Lock()
+
     def __init__(self, work: Callable[[Callable[[float], None], threading.Event], None], device=None,
                  name: str = "mvsep-beside"):
         self.work, self.device = work, device
+        self._cuda_stream = self._side_stream(device)
         self._units = 0.0
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -198,12 +204,23 @@ class Beside:
         except BaseException as e:  # raised in the main thread at its next take or join
             self._error = e
 
-    def _stream(self):
+    @classmethod
+    def _side_stream(cls, device):
+        if getattr(device, "type", None) != "cuda":
+            return None
         import torch
-        if getattr(self.device, "type", None) != "cuda":
+        with cls._streams_lock:
+            key = (str(device), threading.get_ident())
+            if key not in cls._streams:
+                cls._streams[key] = torch.cuda.Stream(device)
+            return cls._streams[key]
+
+    def _stream(self):
+        if self._cuda_stream is None:
             return contextlib.nullcontext()
+        import torch
         torch.cuda.set_device(self.device)  # the current device is per thread
-        return torch.cuda.stream(torch.cuda.Stream(self.device))
+        return torch.cuda.stream(self._cuda_stream)
 
     def _step(self, units: float) -> None:
         with self._lock:
