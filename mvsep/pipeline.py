@@ -257,7 +257,7 @@ class AfterFrontier:
     once the frontier has passed their end. Held blocks are kept in memory up to `cap` bytes; past it `add`
     calls `wait()` (the main thread's poll of the side) until they fit."""
 
-    CAP = 256 << 20  # 12 minutes of stereo float32 ahead of the other writer
+    CAP = 64 << 20  # about 3 minutes of stereo float32 ahead of the other writer
 
     def __init__(self, signal, cap: int | None = None):
         self.signal, self.cap = signal, self.CAP if cap is None else cap
