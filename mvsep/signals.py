@@ -114,7 +114,7 @@ class OverlapAdd:
     def add(self, start: int, block: torch.Tensor, weight: torch.Tensor) -> None:
         n = block.shape[-1]
         if self.out is None:
-            self.out = block.new_zeros(block.shape[:-1] + (0,))
+            self.out = torch.zeros(block.shape[:-1] + (0,), dtype=torch.float32, device=self.device)
         grow = start + n - self.base - self.wsum.shape[0]
         if grow > 0:
             self.out = torch.cat([self.out, self.out.new_zeros(self.out.shape[:-1] + (grow,))], -1)
