@@ -183,3 +183,21 @@ def test_out_of_memory_beside_backs_off_and_keeps_the_numbers(seps, random_pack)
     for stem in want:
         assert np.abs(got[stem] - want[stem]).max() < 1e-4
     assert side_threads() == []
+
+
+def test_after_frontier_holds_blocks_until_the_other_writer_passes_them():
+    from mvsep.signals import ArraySignal
+    sig = ArraySignal.zeros(100, 2)
+    later = pipeline.AfterFrontier(sig, cap=400)  # 50 frames of stereo float32
+    waits = []
+
+    def wait():  # the main thread's poll: meanwhile the other writer moves on by 25 frames
+        waits.append(1)
+        later.advance(25 * len(waits))
+
+    later.add(0, np.full((40, 2), 1, np.float32), wait)
+    assert not waits and not sig.data.any()  # 320 bytes held, under the cap: no wait, nothing applied
+    later.add(40, np.full((20, 2), 2, np.float32), wait)  # 480 bytes: wait until the first block can go
+    assert len(waits) == 2 and (sig.data[:40] == 1).all() and not sig.data[40:].any()
+    later.finish()
+    assert (sig.data[40:60] == 2).all() and not sig.data[60:].any()
