@@ -219,7 +219,8 @@ class Beside:
         if self._cuda_stream is None:
             return contextlib.nullcontext()
         import torch
-        torch.cuda.set_device(self.device)  # the current device is per thread
+        if self.device.index is not None:  # the current device is per thread
+            torch.cuda.set_device(self.device)
         return torch.cuda.stream(self._cuda_stream)
 
     def _step(self, units: float) -> None:
