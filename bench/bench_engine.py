@@ -12,6 +12,9 @@ more lengths, the ratio of the longest run's peak RSS to the shortest's (bounded
 iSTFT for MDX, the forward for demucs, each with its device copies); the rest is decoding, resampling, the
 overlap-add and encoding; `process_share` is the same over the child's whole life (imports and model loading
 too, as a command line run would pay). `batch` is the batch size chosen (and learned) per model shape.
+On CUDA the model time is read from CUDA events (the window loop does not wait for the device). With
+`overlap_models` (on CUDA by default; `--overlap-models on|off`) the demucs vocals pass runs beside the MDX
+passes and `kernel_share` sums both, so it can pass 1.
 """
 from __future__ import annotations
 
@@ -75,6 +78,8 @@ def run_one(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     sep = Separator(args.pack, device=args.device, batch_size=args.batch_size or None, large_gpu=True)
+    if args.overlap_models != "auto":
+        sep.overlap_models = args.overlap_models == "on"
     opts = Options(recipe=args.recipe, only_vocals=args.mode == "vocals", overlap_large=args.overlap_large,
                    overlap_small=args.overlap_small, shifts=args.shifts, single_onnx=args.single_onnx,
                    precision=args.precision)
@@ -91,6 +96,7 @@ def run_one(args) -> dict:
             "peak_rss_mb": round(vm_hwm_mb(), 1), "gpu_peak_mb": gpu and round(gpu, 1),
             "model_s": round(model_s, 2), "kernel_share": round(model_s / wall, 4),
             "process_share": round(model_s / (end - T_START), 4),
+            "overlap_models": sep.overlap_models,
             "batch": {**sep.demucs.book.sizes(), **sep.mdx.book.sizes(), **sep.roformer.book.sizes()},
             "timings": {k: round(v, 2) for k, v in res.timings.items()}}
 
@@ -112,6 +118,8 @@ def main() -> int:
     ap.add_argument("--shifts", type=int, default=1)
     ap.add_argument("--single-onnx", action="store_true")
     ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    ap.add_argument("--overlap-models", choices=("auto", "on", "off"), default="auto",
+                    help="mdx23: the demucs vocals pass beside the MDX passes (auto: on CUDA only)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -132,7 +140,8 @@ def main() -> int:
                      "--pack", str(pack), "--recipe", args.recipe, "--mode", args.mode, "--device", args.device,
                      "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                      "--overlap-large", str(args.overlap_large), "--overlap-small", str(args.overlap_small),
-                     "--shifts", str(args.shifts), "--precision", args.precision] + (
+                     "--shifts", str(args.shifts), "--precision", args.precision,
+                     "--overlap-models", args.overlap_models] + (
                          ["--single-onnx"] if args.single_onnx else [])
             out = subprocess.run(child, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if out.returncode:
@@ -143,7 +152,7 @@ def main() -> int:
             results.append(r)
             print(f"pack={args.pack} recipe={args.recipe} mode={args.mode} device={args.device} input={r['seconds']}s "
                   f"wall={r['wall_s']}s rtf={r['rtf']} kernel_share={r['kernel_share']} "
-                  f"process_share={r['process_share']} "
+                  f"process_share={r['process_share']} overlap_models={r['overlap_models']} "
                   f"precision={args.precision} peak_rss={r['peak_rss_mb']}MB gpu_peak={r['gpu_peak_mb']}MB "
                   f"batch={r['batch']} stages={r['timings']}", flush=True)
         if len(results) > 1:

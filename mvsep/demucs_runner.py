@@ -11,14 +11,13 @@ the original's two apply_model calls (on x and on -x), each polarity draws its o
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .device import Backoff, batch_book, batch_size_for
+from .device import Backoff, KernelClock, batch_book, batch_size_for, to_device
 from .signals import OverlapAdd, Reader
 
 # emit(start, estimate [S, 2, n], scale): a finished piece of this model's P(), to be scaled by `scale`.
@@ -107,7 +106,11 @@ class DemucsRunner:
         self.device, self.half = device, half
         self.book = batch_book(device, "demucs", batch_windows)
         self.backoff: Backoff | None = None  # the one of the model that ran last
-        self.model_seconds = 0.0  # wall time inside the model's forward (the kernels), for bench/
+        self.clock = KernelClock()  # time inside the model's forward (the kernels), for bench/
+
+    @property
+    def model_seconds(self) -> float:
+        return self.clock.seconds
 
     def run(self, model, reader: Reader, length: int, overlap: float, emit: Emit, *, shifts: int = 0,
             seed: int = 0, key: str = "", step: Callable[[int], None] = lambda n: None,
@@ -133,7 +136,8 @@ class DemucsRunner:
             if y.shape[-1]:
                 emit(start, y, scale)
 
-        ola = OverlapAdd(finished, total)
+        ola = OverlapAdd(finished, total, self.device)
+        weight = torch.from_numpy(grid.weight).to(self.device)
         offsets = list(grid.offsets(total))
         backoff = self.backoff
         i = 0
@@ -141,8 +145,8 @@ class DemucsRunner:
             group = self._next_group(model, offsets, i, total, grid.segment, backoff.size)
             outs = backoff.run(group, lambda ws: self._forward(model, reader, delay, ws, signs, half))
             for (off, n, _), out in zip(group, outs):
-                ola.add(off, out, grid.weight[:n])
-                ola.flush(off + grid.stride)
+                ola.add(off, out, weight[:n])
+            ola.flush(group[-1][0] + grid.stride)  # once per batch: its finished frames leave the device together
             step(len(group) * len(signs))
             i += len(group)
         ola.flush(total)
@@ -159,15 +163,14 @@ class DemucsRunner:
             group.append((off, n, padded))
         return group
 
-    def _forward(self, model, reader: Reader, delay: int, windows, signs, half) -> list[np.ndarray]:
+    def _forward(self, model, reader: Reader, delay: int, windows, signs, half) -> list[torch.Tensor]:
         """0.5 * (A(x) - A(-x)) of each window, or one polarity's half of it: 0.5 * sign * A(sign * x)."""
         chunks = []
         for off, n, padded in windows:
             start = off - (padded - n) // 2 - delay  # centred padding, from the real neighbours
             chunks.append(reader(start, start + padded).T)
-        x = np.stack(chunks)
-        t0 = time.perf_counter()
-        x = torch.from_numpy(x).to(self.device)
+        began = self.clock.start(self.device)
+        x = to_device(chunks, self.device)
         k = len(windows)
         if len(signs) == 2:
             x = torch.cat([x, -x])
@@ -178,7 +181,5 @@ class DemucsRunner:
             y = model(x).float()
         w = 0.5 if self.both_polarities else 1.0  # the polarity average's half
         y = w * (y[:k] - y[k:]) if len(signs) == 2 else (w * signs[0]) * y
-        y = y.cpu()  # one device -> host copy (and sync) per batch, not one per window
-        out = [center_trim(y[j], n).numpy() for j, (_, n, _) in enumerate(windows)]
-        self.model_seconds += time.perf_counter() - t0
-        return out
+        self.clock.stop(self.device, began)
+        return [center_trim(y[j], n) for j, (_, n, _) in enumerate(windows)]  # on the device, no host copy

@@ -1,13 +1,18 @@
 """Device choice, batch sizes per model learned per device, and out-of-memory back-off."""
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import re
 import threading
-from typing import Callable, Sequence
+import time
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import OutOfMemoryError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("mvsep.device")
 
@@ -157,3 +162,69 @@ def batch_book(torch_device, what: str, fixed: int | None = None) -> BatchBook:
         if key not in _BOOKS:
             _BOOKS[key] = BatchBook(str(torch_device), release)
         return _BOOKS[key]
+
+
+# --- the data path's host <-> device copies -------------------------------------------------------------------
+# Every batch goes to the device through `to_device` and every finished block comes back through `to_host`, so
+# the copies are in one place: pinned, non-blocking uploads on CUDA; plain views on the CPU. `TRANSFERS` counts
+# both (tests check a runner copies back once per flushed block, not once per batch or window).
+TRANSFERS: "collections.Counter[str]" = collections.Counter()
+
+
+def to_device(arrays: Sequence, device) -> torch.Tensor:
+    """Stack equally shaped float32 arrays into one batch on `device`. On CUDA the batch is assembled in a pinned
+    host buffer (torch's caching host allocator keeps it alive until the copy ran) and copied without blocking
+    the host; on the CPU it is the stacked array itself, no copy."""
+    import numpy as np
+    import torch
+    TRANSFERS["to_device"] += 1
+    if getattr(device, "type", device) != "cuda":
+        return torch.from_numpy(np.stack(arrays))
+    staging = torch.empty((len(arrays),) + tuple(arrays[0].shape), dtype=torch.float32, pin_memory=True)
+    np.stack(arrays, out=staging.numpy())
+    return staging.to(device, non_blocking=True)
+
+
+def to_host(x: torch.Tensor):
+    """A device tensor as a numpy array: the one place results leave the device (and the host waits)."""
+    TRANSFERS["to_host"] += 1
+    return x.detach().cpu().numpy()
+
+
+class KernelClock:
+    """Time spent inside the models, for bench/. On the CPU the wall time of each call; on CUDA a pair of events
+    around it on the current stream, read without waiting (finished pairs are summed as they are found), so the
+    clock adds no synchronisation to the window loop."""
+
+    def __init__(self):
+        self._done = 0.0
+        self._pending: list = []
+
+    def start(self, device):
+        import torch
+        if getattr(device, "type", device) != "cuda":
+            return time.perf_counter()
+        begin = torch.cuda.Event(enable_timing=True)
+        begin.record(torch.cuda.current_stream(device))
+        return begin
+
+    def stop(self, device, began) -> None:
+        import torch
+        if not isinstance(began, torch.cuda.Event):
+            self._done += time.perf_counter() - began
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record(torch.cuda.current_stream(device))
+        self._pending.append((began, end))
+        self._collect(wait=False)
+
+    def _collect(self, wait: bool) -> None:
+        while self._pending and (wait or self._pending[0][1].query()):
+            began, end = self._pending.pop(0)
+            end.synchronize()
+            self._done += began.elapsed_time(end) / 1000
+
+    @property
+    def seconds(self) -> float:
+        self._collect(wait=True)
+        return self._done

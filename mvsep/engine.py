@@ -48,6 +48,9 @@ class Separator:
         self.demucs = DemucsRunner(tdev, batch_size, half)
         self.mdx = MdxRunner(tdev, batch_size)
         self.roformer = RoformerRunner(tdev, batch_size, half)
+        # the demucs pass beside the MDX passes (recipes/mdx23.py): on a GPU they fill each other's gaps; on
+        # the CPU they would only share the same cores
+        self.overlap_models = self.device == "cuda"
 
     # --- pack --------------------------------------------------------------------------------------------
     def recipe(self, opts: Options) -> recipes.Recipe:

@@ -9,13 +9,12 @@ with silent pieces), so cuDNN picks its algorithms once, and the spectrograms st
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .device import Backoff, batch_book, batch_size_for, free_caches
+from .device import Backoff, KernelClock, batch_book, batch_size_for, free_caches, to_device
 from .onnx_io import run_batch
 from .signals import OverlapAdd, Reader
 
@@ -57,7 +56,7 @@ class MdxRunner:
         self.book = batch_book(device, "mdx", batch_pieces)
         self.fixed_shapes = device.type == "cuda"  # pad the last batch: cuDNN picks algorithms per shape
         self.backoff: Backoff | None = None  # the one of the model that ran last
-        self.model_seconds = 0.0  # wall time inside STFT, model and iSTFT (the kernels), for bench/
+        self.clock = KernelClock()  # time inside STFT, model and iSTFT (the kernels), for bench/
 
     def run(self, session, reader: Reader, length: int, chunk_size: int, overlap: float,
             emit: Callable[[int, np.ndarray], None], step: Callable[[int], None] = lambda n: None) -> None:
@@ -67,9 +66,10 @@ class MdxRunner:
         backoff = self.backoff = self.book.get(model_key(session), lambda: batch_size_for(self.device,
                                                                                           PIECE_BYTES, 4))
         chunks = chunk_grid(length, chunk_size, overlap)
-        ola = OverlapAdd(emit, length)
+        ola = OverlapAdd(emit, length, self.device)
+        ones = torch.ones(max(e - s for s, e in chunks), device=self.device)  # the box average's weights
         todo = [(c, p) for c, (s, e) in enumerate(chunks) for p in range(pieces_of(e - s))]
-        done: dict[int, list[np.ndarray]] = {}
+        done: dict[int, list[torch.Tensor]] = {}
         seen = [backoff.ooms]
         i = 0
         while i < len(todo):
@@ -82,16 +82,23 @@ class MdxRunner:
                 return self._forward(session, reader, chunks, g, backoff.size, shrink)
 
             outs = backoff.run(group, forward)
+            upto = None
             for (c, _), out in zip(group, outs):
                 done.setdefault(c, []).append(out)
                 s, e = chunks[c]
                 if len(done[c]) == pieces_of(e - s):
-                    ola.add(s, np.concatenate(done.pop(c), axis=1)[:, :e - s], np.ones(e - s, np.float32))
-                    ola.flush(chunks[c + 1][0] if c + 1 < len(chunks) else length)
+                    ola.add(s, torch.cat(done.pop(c), 1)[:, :e - s], ones[:e - s])
+                    upto = chunks[c + 1][0] if c + 1 < len(chunks) else length
+            if upto is not None:  # once per batch: the chunks it finished leave the device together
+                ola.flush(upto)
             step(len(group))
             i += len(group)
 
-    def _forward(self, session, reader: Reader, chunks, group, batch: int, shrink: bool) -> list[np.ndarray]:
+    @property
+    def model_seconds(self) -> float:
+        return self.clock.seconds
+
+    def _forward(self, session, reader: Reader, chunks, group, batch: int, shrink: bool) -> list[torch.Tensor]:
         pieces = []
         for c, p in group:
             s, e = chunks[c]
@@ -102,12 +109,11 @@ class MdxRunner:
             pieces.append(x.T)
         if self.fixed_shapes:  # one input shape per batch size: pad with silent pieces
             pieces += [np.zeros_like(pieces[0])] * (batch - len(pieces))
-        x = np.stack(pieces)
-        t0 = time.perf_counter()
-        x = torch.from_numpy(x).to(self.device)
-        y = self.istft(run_batch(session, self.stft(x), shrink))[:len(group), :, TRIM:-TRIM].cpu().numpy()
-        self.model_seconds += time.perf_counter() - t0
-        return list(y)
+        began = self.clock.start(self.device)
+        x = to_device(pieces, self.device)
+        y = self.istft(run_batch(session, self.stft(x), shrink))[:len(group), :, TRIM:-TRIM]
+        self.clock.stop(self.device, began)
+        return list(y)  # on the device: the overlap-add runs there
 
     def stft(self, x: torch.Tensor) -> torch.Tensor:
         """[P, 2, CHUNK] -> [P, 4, DIM_F, DIM_T], channels L_re, L_im, R_re, R_im."""

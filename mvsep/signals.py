@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
+
+from .device import to_host
 
 F32 = np.dtype("<f4")
 BLOCK = 1 << 18  # frames per block when a whole signal is walked
@@ -91,28 +94,31 @@ def blocks(frames: int, size: int = BLOCK) -> Iterator[tuple[int, int]]:
 
 
 class OverlapAdd:
-    """Weighted overlap-add of windows that arrive in order of their start.
+    """Weighted overlap-add of windows that arrive in order of their start, on the models' device.
 
-    `add(start, block, weight)` accumulates `block * weight` and `weight` over [start, start + n);
-    `flush(upto)` hands every finished frame before `upto` to `sink(start, out / weight_sum)` and forgets it,
-    so only the frames still covered by windows in flight are held in memory.
-    Blocks are `[..., n]` with time last (the layout of the models' outputs).
+    `add(start, block, weight)` accumulates `block * weight` and `weight` over [start, start + n) (torch tensors
+    on `device`; blocks are `[..., n]`, time last, the layout of the models' outputs); `flush(upto)` hands every
+    finished frame before `upto` to `sink(start, out / weight_sum)` as a numpy array and forgets it, so only the
+    frames still covered by windows in flight are held. Flushing is the one device -> host copy (`to_host`).
+    The arithmetic is torch's on every device: on the CPU it gives numpy's bytes (elementwise float32 mul, add
+    and divide, correctly rounded in both).
     """
 
-    def __init__(self, sink: Callable[[int, np.ndarray], None], end: int):
-        self.sink, self.end = sink, end
+    def __init__(self, sink: Callable[[int, np.ndarray], None], end: int, device="cpu"):
+        self.sink, self.end, self.device = sink, end, torch.device(device)
         self.base = 0
-        self.out: np.ndarray | None = None
-        self.wsum = np.zeros(0, np.float32)
+        self.out: torch.Tensor | None = None
+        self.wsum = torch.zeros(0, dtype=torch.float32, device=self.device)
+        self._uncovered: torch.Tensor | None = None  # checked once at the end: no host sync per flush
 
-    def add(self, start: int, block: np.ndarray, weight: np.ndarray) -> None:
+    def add(self, start: int, block: torch.Tensor, weight: torch.Tensor) -> None:
         n = block.shape[-1]
         if self.out is None:
-            self.out = np.zeros(block.shape[:-1] + (0,), np.float32)
+            self.out = torch.zeros(block.shape[:-1] + (0,), dtype=torch.float32, device=self.device)
         grow = start + n - self.base - self.wsum.shape[0]
         if grow > 0:
-            self.out = np.concatenate([self.out, np.zeros(self.out.shape[:-1] + (grow,), np.float32)], -1)
-            self.wsum = np.concatenate([self.wsum, np.zeros(grow, np.float32)])
+            self.out = torch.cat([self.out, self.out.new_zeros(self.out.shape[:-1] + (grow,))], -1)
+            self.wsum = torch.cat([self.wsum, self.wsum.new_zeros(grow)])
         i = start - self.base
         self.out[..., i:i + n] += block * weight
         self.wsum[i:i + n] += weight
@@ -122,10 +128,18 @@ class OverlapAdd:
         k = upto - self.base
         if k <= 0 or self.out is None:
             return
-        assert self.wsum[:k].min() > 0, "a frame was flushed before any window covered it"
-        self.sink(self.base, self.out[..., :k] / self.wsum[:k])
-        self.out, self.wsum = self.out[..., k:].copy(), self.wsum[k:].copy()
+        gap = (self.wsum[:k] <= 0).any()
+        self._uncovered = gap if self._uncovered is None else self._uncovered | gap
+        self.sink(self.base, to_host(self.out[..., :k] / self.wsum[:k]))
+        self.out, self.wsum = self.out[..., k:].clone(), self.wsum[k:].clone()
         self.base = upto
+        if upto == self.end:
+            self.check()
+
+    def check(self) -> None:
+        """Fail if a frame was flushed before any window covered it (a caller's bug: its weight sum was 0)."""
+        if self._uncovered is not None and bool(self._uncovered):
+            raise AssertionError("a frame was flushed before any window covered it")
 
 
 @contextlib.contextmanager

@@ -132,27 +132,8 @@ class Mdx23(Recipe):
         """Vocals = (12 v1 + 8 v2 + 3 v_demucs) / 23 (single_onnx: (6 v1 + v_demucs) / 7); then, for 4 stems,
         the weighted drums/bass/other of the four demucs models on the instrumental."""
         length = mix.frames
-        vocals = new_signal(length, 2, "vocals")
-        w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
-        half, autocast = ctx.half(opts), ctx.autocast(opts)
-
-        model = ctx.pack.demucs(DEMUCS_VOCALS)
-        iv = list(model.sources).index("vocals")
-        job.start("demucs vocals")
-        ctx.demucs.run(model, mix.read, length, opts.overlap_large,
-                       lambda s, y, scale: vocals.add(s, y[iv].T * (scale[iv] * w_demucs)),
-                       shifts=opts.shifts, seed=opts.seed, key="vocals", step=job.step, half=autocast)
-
-        kim_vocal = mdx_models(opts)[0]
-        job.start(f"mdx {Path(kim_vocal).stem}")
-        ctx.mdx.run(ctx.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
-                    lambda s, y: vocals.add(s, y.T * w_v1), job.step)
-        if not opts.single_onnx:
-            # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
-            job.start(f"mdx {Path(KIM_INST).stem}")
-            ctx.mdx.run(ctx.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
-                        opts.overlap_large,
-                        lambda s, y: vocals.add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2), job.step)
+        vocals = self._vocals(ctx, mix, new_signal, opts, job)
+        autocast = ctx.autocast(opts)
         signals = {"mix": mix, "vocals": vocals}
         if not self._four(opts, stems):
             return signals
@@ -177,6 +158,70 @@ class Mdx23(Recipe):
                            step=job.step, half=autocast)
         signals["dbo"] = dbo
         return signals
+
+    @staticmethod
+    def _vocals(ctx, mix, new_signal, opts, job):
+        """The vocals signal: the demucs pass, then the MDX passes, each adding its weighted share. With
+        `ctx.overlap_models` (CUDA) the demucs pass runs beside the MDX passes (`pipeline.Beside`) and each MDX
+        share is added once the demucs pass has finished that stretch (`AfterFrontier`): the same sums in the
+        same order, so the same bytes."""
+        from ..demucs_runner import plan
+        length = mix.frames
+        w_demucs, w_v1, w_v2 = (1 / 7, 6 / 7, 0.0) if opts.single_onnx else (3 / 23, 12 / 23, 8 / 23)
+        half, autocast = ctx.half(opts), ctx.autocast(opts)
+        model = ctx.pack.demucs(DEMUCS_VOCALS)
+        iv = list(model.sources).index("vocals")
+        vocals = new_signal(length, 2, "vocals")
+
+        def demucs_vocals(read, step, done=lambda frames: None):
+            def add(s, y, scale):
+                vocals.add(s, y[iv].T * (scale[iv] * w_demucs))
+                done(y.shape[-1])
+            ctx.demucs.run(model, read, length, opts.overlap_large, add, shifts=opts.shifts, seed=opts.seed,
+                           key="vocals", step=step, half=autocast)
+
+        def mdx_vocals(add, step):
+            kim_vocal = mdx_models(opts)[0]
+            job.start(f"mdx {Path(kim_vocal).stem}")
+            ctx.mdx.run(ctx.pack.onnx(kim_vocal, half), mix.read, length, opts.chunk_size, opts.overlap_large,
+                        lambda s, y: add(s, y.T * w_v1), step)
+            if not opts.single_onnx:
+                # v2 = mix - (-M(Kim_Inst, -mix)) = mix + M(Kim_Inst, -mix)
+                job.start(f"mdx {Path(KIM_INST).stem}")
+                ctx.mdx.run(ctx.pack.onnx(KIM_INST, half), lambda a, b: -mix.read(a, b), length, opts.chunk_size,
+                            opts.overlap_large, lambda s, y: add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2),
+                            step)
+
+        if not getattr(ctx, "overlap_models", False):
+            job.start("demucs vocals")
+            demucs_vocals(mix.read, job.step)
+            mdx_vocals(vocals.add, job.step)
+            return vocals
+
+        from ..pipeline import AfterFrontier, Beside
+        later = AfterFrontier(vocals)
+        # each pass of the demucs model emits every frame once, in order: the last pass's frames are final
+        passes = len(plan(model, length, opts.overlap_large, opts.shifts, opts.seed, "vocals",
+                          ctx.demucs.both_polarities))
+        emitted = [0]
+
+        def done(frames):
+            emitted[0] += frames
+            later.advance(emitted[0] - (passes - 1) * length)
+
+        quiet = getattr(mix, "read_quiet", None)  # a mix still decoding: progress is the main thread's
+        side = Beside(lambda step, stopping: demucs_vocals(
+            (lambda a, b: quiet(a, b, stopping)) if quiet else mix.read, step, done), ctx.demucs.device)
+        try:
+            mdx_vocals(lambda s, block: later.add(s, block, lambda: side.poll(job)),
+                       lambda n: job.step(n + side.take()))
+            job.start("demucs vocals")
+            side.join(job)
+        except BaseException:
+            side.stop()
+            raise
+        later.finish()
+        return vocals
 
     def stem_blocks(self, signals, stems, blocks):
         """The final stems at 44.1 kHz, block by block, as the spec derives them."""

@@ -10,14 +10,13 @@ does not depend on the batch size the device allows.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..device import Backoff, batch_book, batch_size_for
+from ..device import Backoff, KernelClock, batch_book, batch_size_for, to_device
 from ..signals import OverlapAdd, Reader
 from .model import Roformer
 
@@ -104,7 +103,11 @@ class RoformerRunner:
         self.device, self.half = device, half
         self.book = batch_book(device, "roformer", batch_chunks)
         self.backoff: Backoff | None = None
-        self.model_seconds = 0.0  # wall time inside the model (the kernels), for bench/
+        self.clock = KernelClock()  # time inside the model (the kernels), for bench/
+
+    @property
+    def model_seconds(self) -> float:
+        return self.clock.seconds
 
     @staticmethod
     def chunk_count(length: int, chunk: int, step: int) -> int:
@@ -129,7 +132,15 @@ class RoformerRunner:
             if a < b:
                 emit(a - border, y[:, a - start:b - start])
 
-        ola = OverlapAdd(finished, grid.padded)
+        ola = OverlapAdd(finished, grid.padded, self.device)
+        windows: dict[tuple[bool, bool], torch.Tensor] = {}  # a chunk's fades depend only on first / last
+
+        def window(s: int) -> torch.Tensor:
+            kind = (s == 0, s + grid.step >= grid.padded)
+            if kind not in windows:
+                windows[kind] = torch.from_numpy(grid.window(s)).to(self.device)
+            return windows[kind]
+
         starts = grid.starts()
         i = 0
         while i < len(starts):
@@ -137,18 +148,16 @@ class RoformerRunner:
             outs = backoff.run(group, lambda ss: self._forward(model, reader, grid, ss, half))
             for s, y in zip(group, outs):
                 n = grid.piece_length(s)
-                ola.add(s, y[:, :n], grid.window(s)[:n])
-                ola.flush(s + grid.step)
+                ola.add(s, y[:, :n], window(s)[:n])
+            ola.flush(group[-1] + grid.step)  # once per batch: its finished frames leave the device together
             step(len(group))
             i += len(group)
         ola.flush(grid.padded)
 
-    def _forward(self, model: Roformer, reader: Reader, grid: Grid, starts, half: bool) -> list[np.ndarray]:
-        x = np.stack([read_piece(reader, grid, s) for s in starts])
-        t0 = time.perf_counter()
-        x = torch.from_numpy(x).to(self.device)
+    def _forward(self, model: Roformer, reader: Reader, grid: Grid, starts, half: bool) -> list[torch.Tensor]:
+        began = self.clock.start(self.device)
+        x = to_device([read_piece(reader, grid, s) for s in starts], self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=half):
             y = model(x).float()
-        out = list(y.cpu().numpy())
-        self.model_seconds += time.perf_counter() - t0
-        return out
+        self.clock.stop(self.device, began)
+        return list(y)  # on the device: the overlap-add runs there
