@@ -47,8 +47,8 @@ def sep():
     return Separator(PACK, device="cpu", threads=1)
 
 
-def test_demo_pack_runs_both_recipes(sep):
-    assert sep.recipes() == ["mdx23", "cinematic"]
+def test_demo_pack_runs_its_recipes(sep):
+    assert sep.recipes() == ["mdx23", "cinematic", "mel-roformer"]
 
 
 def test_cinematic_demo_model_separates_held_out_clips_through_files(sep, tmp_path):
@@ -74,7 +74,7 @@ def test_service_serves_the_cinematic_recipe_of_the_demo_pack_at_48k(demo_server
     import httpx
     import soxr
     ready = httpx.get(demo_server + "/ready", timeout=10).json()
-    assert ready["pack"] == "demo" and ready["recipes"] == ["mdx23", "cinematic"]
+    assert ready["pack"] == "demo" and ready["recipes"] == ["mdx23", "cinematic", "mel-roformer"]
     d, m, e = next(clips())
     d48, m48, e48 = (soxr.resample(x, SR, 48000) for x in (d, m, e))
     path = tmp_path / "scene.wav"
