@@ -79,7 +79,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the batches are made on the CPU either way)")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=6200)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=2.0, help="training crop")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--export-from", type=Path, default=None,
                     help="no training: export this checkpoint's model (e.g. <work>/ckpt/melroformer-step2500.pt)")
     g = ap.add_argument_group("model (written to the yaml)")
-    g.add_argument("--dim", type=int, default=48)
+    g.add_argument("--dim", type=int, default=64)
     g.add_argument("--depth", type=int, default=2)
     g.add_argument("--bands", type=int, default=32)
     g.add_argument("--heads", type=int, default=4)
