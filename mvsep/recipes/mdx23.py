@@ -192,7 +192,7 @@ class Mdx23(Recipe):
                             opts.overlap_large, lambda s, y: add(s, (mix.read(s, s + y.shape[1]) + y.T) * w_v2),
                             step)
 
-        if not getattr(ctx, "overlap_models", False):
+        if not ctx.overlap_models:
             job.start("demucs vocals")
             demucs_vocals(mix.read, job.step)
             mdx_vocals(vocals.add, job.step)

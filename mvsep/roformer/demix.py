@@ -52,6 +52,10 @@ class Grid:
     def piece_length(self, s: int) -> int:
         return min(self.chunk, self.padded - s)
 
+    def edges(self, s: int) -> tuple[bool, bool]:
+        """(first, last): whether the chunk at `s` opens or closes the signal; its window depends on nothing else."""
+        return s == 0, s + self.step >= self.padded
+
     def window(self, s: int) -> np.ndarray:
         """The chunk at `s`'s weights: linear fades, no fade-in on the first chunk, else none at the end of the
         last (a lone chunk keeps its fade-out, as MSST does; only its first <= S samples are used then)."""
@@ -61,9 +65,10 @@ class Grid:
             ramp = torch.linspace(0, 1, f).numpy()
             w[:f] = ramp
             w[-f:] = ramp[::-1]
-            if s == 0:
+            first, last = self.edges(s)
+            if first:
                 w[:f] = 1
-            elif s + self.step >= self.padded:
+            elif last:
                 w[-f:] = 1
         return w
 
@@ -133,10 +138,10 @@ class RoformerRunner:
                 emit(a - border, y[:, a - start:b - start])
 
         ola = OverlapAdd(finished, grid.padded, self.device)
-        windows: dict[tuple[bool, bool], torch.Tensor] = {}  # a chunk's fades depend only on first / last
+        windows: dict[tuple[bool, bool], torch.Tensor] = {}  # on the device, one per kind of chunk
 
         def window(s: int) -> torch.Tensor:
-            kind = (s == 0, s + grid.step >= grid.padded)
+            kind = grid.edges(s)
             if kind not in windows:
                 windows[kind] = torch.from_numpy(grid.window(s)).to(self.device)
             return windows[kind]

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 HERE = Path(__file__).resolve().parent
-from make_data import SR, load_split  # noqa: E402,F401 (the script's own dir is on sys.path)
+from make_data import SR  # noqa: E402 (the script's own dir is on sys.path)
 from train import Mixer, sdr_loss, train_loop, write_manifest  # noqa: E402
 
 from mvsep.roformer import FILES  # noqa: E402
