@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from mvsep import Options, Separator
 from mvsep.roformer import FILES
 from mvsep.roformer.config import read_config
 from mvsep.roformer.loader import load_model, read_state_dict
+from testkit import load_module
 from testkit.demo_clips import PACK, clips
 from test_demo_pack import demo_server, lag, sdr  # noqa: E402, F401, F811 (the fixture)
 
@@ -30,6 +33,14 @@ FLOORS = (5.7, 8.3, 8.9)
 @pytest.fixture(scope="module")
 def sep():
     return Separator(PACK, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def tr():
+    """scripts/demo_pack/train_roformer.py (the scripts import each other by plain name: dependencies first)."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts" / "demo_pack"
+    *_, module = (load_module(scripts / f"{n}.py") for n in ("make_data", "train", "train_roformer"))
+    return module
 
 
 def test_demo_pack_holds_a_mel_roformer_in_the_real_format():
@@ -97,3 +108,41 @@ def test_service_separates_with_the_demo_roformer_at_48k(demo_server, tmp_path):
     assert sorted(got) == ["instrumental", "vocals"]
     assert sdr(v48, got["vocals"]) >= FLOORS[1] - 0.5 and sdr(b48, got["instrumental"]) >= FLOORS[1] - 0.5
     assert lag(v48, got["vocals"]) == 0
+
+
+def test_a_deeper_model_starts_from_the_pack_model_as_an_identity(tr, tmp_path):
+    """train_roformer.py --init: a model with more time/freq layers per block (--inner-depth) starts from the pack's
+    file with its new layers as identities (the same output, to the last bit), and their weights still train; a
+    checkpoint of another shape is refused with the keys that differ."""
+    tree = read_config(PACK / YAML, "mel")
+    deeper = tmp_path / YAML
+    t = yaml.safe_load((PACK / YAML).read_text())
+    t["model"]["time_transformer_depth"] = t["model"]["freq_transformer_depth"] = tree.time_depth + 1
+    deeper.write_text(yaml.safe_dump(t))
+    grown = tr.Roformer(read_config(deeper, "mel"))
+    tr.load_init(grown, PACK / CKPT)
+    x = torch.randn(1, 2, SR) * 0.1
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(x), load_model(PACK / CKPT, PACK / YAML, "mel")(x))
+    grown.train()
+    tr.vocals_loss(grown, x, torch.randn(1, 2, SR) * 0.1).backward()
+    new = grown.layers[0][0].layers[tree.time_depth][0]   # the first block's new time-attention layer
+    assert float(new.to_out[0].weight.detach().abs().max()) == 0 and float(new.to_out[0].weight.grad.abs().max()) > 0
+    saved = tmp_path / "grown.pt"   # the other way round: a deeper checkpoint into the pack's model
+    torch.save({"model": grown.state_dict(), "step": 0}, saved)
+    with pytest.raises(SystemExit, match="does not fit this model: unexpected .'layers.0.0.layers."):
+        tr.load_init(tr.Roformer(tree), saved)
+
+
+def test_export_from_several_checkpoints_averages_their_weights(tr, tmp_path):
+    """train_roformer.py --export-from A B: the mean of the weights; the shared rotary freqs stay bit for bit."""
+    one = {k: v.float() for k, v in read_state_dict(PACK / CKPT).items()}
+    two = {k: v if k.endswith("rotary_embed.freqs") else v + 1 for k, v in one.items()}
+    for step, state in ((100, one), (200, two)):
+        torch.save({"model": state, "step": step}, tmp_path / f"m{step}.pt")
+    mean = tr.mean_checkpoint([tmp_path / "m100.pt", tmp_path / "m200.pt"])
+    assert mean["step"] == 200
+    key = "layers.0.0.layers.0.0.to_qkv.weight"
+    assert torch.allclose(mean["model"][key], one[key] + 0.5)
+    freqs = [k for k in one if k.endswith("rotary_embed.freqs")]
+    assert freqs and all(torch.equal(mean["model"][k], one[k]) for k in freqs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -35,8 +36,9 @@ def config_tree(a) -> dict:
     """The yaml: the public file's keys (audio / model / inference), the demo's dimensions."""
     return {
         "audio": {"chunk_size": a.chunk, "num_channels": 2, "sample_rate": SR},
-        "model": {"dim": a.dim, "depth": a.depth, "stereo": True, "num_stems": 1, "time_transformer_depth": 1,
-                  "freq_transformer_depth": 1, "linear_transformer_depth": 0, "num_bands": a.bands,
+        "model": {"dim": a.dim, "depth": a.depth, "stereo": True, "num_stems": 1,
+                  "time_transformer_depth": a.inner_depth, "freq_transformer_depth": a.inner_depth,
+                  "linear_transformer_depth": 0, "num_bands": a.bands,
                   "dim_head": a.dim_head, "heads": a.heads, "attn_dropout": 0.0, "ff_dropout": 0.0,
                   "flash_attn": True, "dim_freqs_in": a.n_fft // 2 + 1, "sample_rate": SR, "stft_n_fft": a.n_fft,
                   "stft_hop_length": a.hop, "stft_win_length": a.n_fft, "stft_normalized": False,
@@ -53,6 +55,40 @@ def vocals_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     est = model(mix)
     floor = 1e-3 * (mix ** 2).sum((1, 2)) + 1e-8   # keeps a silent stem's loss finite
     return sdr_loss(est, v, floor) + sdr_loss(mix - est, b, floor)
+
+
+# A residual layer whose last projection is zero adds nothing: a new layer starts as the identity.
+_LAST_PROJECTION = re.compile(r"(\.to_out\.0\.weight|\.net\.4\.(weight|bias))$")
+_INNER_LAYER = re.compile(r"^layers\.\d+\.\d\.layers\.(\d+)\.")
+
+
+def load_init(model: Roformer, path: Path) -> None:
+    """Start from `path`: a training checkpoint or an exported pack file (float16). The model may have more
+    time/freq layers per block than the checkpoint (`--inner-depth`): those start as identities, so the grown
+    model computes exactly what the checkpoint did and learns from there. Any other difference is an error."""
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    st = {k: v.float() for k, v in st.get("model", st).items()}
+    missing, unexpected = model.load_state_dict(st, strict=False)
+    grown = [k for k in missing if (m := _INNER_LAYER.match(k)) and int(m.group(1)) > 0]
+    if unexpected or set(missing) - set(grown):
+        raise SystemExit(f"{path} does not fit this model: unexpected {unexpected[:3]}, "
+                         f"missing {sorted(set(missing) - set(grown))[:3]}")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in grown and _LAST_PROJECTION.search(name):
+                p.zero_()
+    if grown:
+        print(f"grown from {path}: {len(grown)} new tensors, starting as identities", flush=True)
+
+
+def mean_checkpoint(paths: list[Path]) -> dict:
+    """One checkpoint, or the mean of several of one run's kept ones (weight averaging: the mean of the last few
+    points of a noisy small-batch run usually separates better than any one of them)."""
+    ckpts = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    kept = [c["model"] for c in ckpts]
+    model = {k: v if all(torch.equal(v, c[k]) for c in kept) else torch.stack([c[k].float() for c in kept]).mean(0)
+             for k, v in kept[0].items()}   # a tensor they share (the rotary freqs) stays bit for bit
+    return {"model": model, "step": max(c["step"] for c in ckpts)}
 
 
 def export(model: Roformer, yaml_path: Path, out: Path) -> None:
@@ -83,14 +119,17 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=2.0, help="training crop")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's model (a new run)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start a new run from this model: a checkpoint in <work>/ckpt or an exported .ckpt")
     ap.add_argument("--name", default="melroformer", help="checkpoint name in <work>/ckpt")
-    ap.add_argument("--export-from", type=Path, default=None,
-                    help="no training: export this checkpoint's model (e.g. <work>/ckpt/melroformer-step2500.pt)")
+    ap.add_argument("--export-from", type=Path, nargs="+", default=None,
+                    help="no training: export this checkpoint's model (e.g. <work>/ckpt/melroformer-step2500.pt), "
+                         "or the mean of several")
     g = ap.add_argument_group("model (written to the yaml)")
     g.add_argument("--dim", type=int, default=64)
     g.add_argument("--depth", type=int, default=2)
     g.add_argument("--bands", type=int, default=32)
+    g.add_argument("--inner-depth", type=int, default=1, help="time and freq transformer layers per block")
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--dim-head", type=int, default=16)
     g.add_argument("--mask-depth", type=int, default=1)
@@ -104,7 +143,7 @@ def main():
     ckpt.mkdir(parents=True, exist_ok=True)
     a.out.mkdir(parents=True, exist_ok=True)
     yaml_path = a.out / YAML_NAME
-    exported = torch.load(a.export_from, map_location="cpu", weights_only=False) if a.export_from else None
+    exported = mean_checkpoint(a.export_from) if a.export_from else None
     if exported:
         a.steps = exported["step"]   # the yaml records the steps the exported model had
     yaml_path.write_text("# The demo pack's Mel-Band RoFormer (scripts/demo_pack/train_roformer.py): the public\n"
@@ -112,7 +151,7 @@ def main():
                          + yaml.safe_dump(config_tree(a), sort_keys=False))
     model = Roformer(read_config(yaml_path, "mel"))
     if a.init:
-        model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["model"])
+        load_init(model, a.init)
     if exported:
         model.load_state_dict(exported["model"])
         export(model.eval(), yaml_path, a.out)
