@@ -419,7 +419,7 @@ def test_options_are_checked(tmp_path):
 
 
 def test_large_wav_becomes_rf64(tmp_path, monkeypatch):
-    monkeypatch.setattr(audio, "_WAV_LIMIT", 1000)  # stands in for 4 GiB
+    monkeypatch.setattr(audio.encode, "_WAV_LIMIT", 1000)  # stands in for 4 GiB
     x = source_signal(1000, 44100)
     write_stem(tmp_path / "big.wav", x, 44100)
     assert sf.info(tmp_path / "big.wav").format == "RF64"
