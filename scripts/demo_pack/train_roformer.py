@@ -45,7 +45,8 @@ def config_tree(a) -> dict:
                   "mask_estimator_depth": a.mask_depth, "multi_stft_resolution_loss_weight": 1.0,
                   "mlp_expansion_factor": 4, "skip_connection": False, "use_pope": False},
         "training": {"instruments": ["vocals", "other"], "target_instrument": "vocals", "demo_pack": True,
-                     "steps": a.steps, "batch": a.batch, "seconds": a.seconds, "lr": a.lr, "seed": a.seed},
+                     "steps": a.steps, "batch": a.batch, "seconds": a.seconds, "lr": a.lr, "seed": a.seed,
+                     **({"init": a.init.name} if a.init else {})},
         "inference": {"batch_size": 1, "dim_t": a.chunk // a.hop + 1, "num_overlap": 2},
     }
 
