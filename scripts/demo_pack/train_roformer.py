@@ -8,7 +8,7 @@ The model is built from the yaml it is shipped with (`mvsep.roformer.config.read
 what the engine loads. Data: make_data.py's dialogs and music beds (the same `train` split and mixtures as the
 MDX models: vocals to background -6..+11 dB, random pan, gain and polarity). Loss: negative SDR of the vocals
 and of the instrumental (mix - vocals). Seeded, resumable checkpoints in <work>/ckpt (SIGTERM saves and stops;
-the same command resumes); `--init` starts a new run from an earlier checkpoint.
+the same command resumes); `--init` starts a new run from an earlier checkpoint or an exported file.
 """
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def load_init(model: Roformer, path: Path) -> None:
 
 
 def mean_checkpoint(paths: list[Path]) -> dict:
-    """One checkpoint, or the mean of several of one run's kept ones (weight averaging: the mean of the last few
-    points of a noisy small-batch run usually separates better than any one of them)."""
+    """One checkpoint, or the mean of several of one run's kept ones (weight averaging: the mean of a noisy
+    small-batch run's last few points is often better than any one of them; evaluate it, it was not for the demo)."""
     ckpts = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
     kept = [c["model"] for c in ckpts]
     model = {k: v if all(torch.equal(v, c[k]) for c in kept) else torch.stack([c[k].float() for c in kept]).mean(0)
