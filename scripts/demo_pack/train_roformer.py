@@ -151,7 +151,7 @@ def main():
                          "# model's architecture and keys, smaller dimensions.\n"
                          + yaml.safe_dump(config_tree(a), sort_keys=False))
     model = Roformer(read_config(yaml_path, "mel"))
-    if a.init:
+    if a.init and not exported:   # an export names --init only for the yaml's record
         load_init(model, a.init)
     if exported:
         model.load_state_dict(exported["model"])
