@@ -169,6 +169,7 @@ def _visible_gpus(cfg: Config) -> int:
 
 def create_app(cfg: Config) -> FastAPI:
     rn.Runner.load_recipes(cfg.recipes)   # SPARK_RECIPES plug-ins, before anything reads the catalogue
+    jobs.document_submit_body()
     devices = cfg.worker_devices(_visible_gpus(cfg))
     n_cpu = sum(1 for d, _ in devices if d == "cpu")
     threads = cfg.worker_threads or (max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu > 1 else None)

@@ -38,9 +38,6 @@ def job_options_model() -> type[BaseModel]:
     return create_model("JobOptions", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-JobOptions = job_options_model()
-
-
 def parse_bool(field: str, value) -> bool:
     """A boolean form field or JSON value; anything else is a 422 naming the field."""
     if isinstance(value, bool):
@@ -54,9 +51,11 @@ def parse_bool(field: str, value) -> bool:
     raise ApiError(422, "invalid_option", f"{field}: must be true or false", field=field)
 
 
-JsonJobRequest = create_model(
-    "JsonJobRequest", __base__=JobOptions, url=(str, Field(..., description="http(s) URL of the media")),
-    wait=(bool | None, Field(None, description="POST /separate only: false answers 202 with the job")))
+def json_request_model(options: type[BaseModel]) -> type[BaseModel]:
+    """A JSON request: the option fields, the media's URL and `wait`."""
+    return create_model(
+        "JsonJobRequest", __base__=options, url=(str, Field(..., description="http(s) URL of the media")),
+        wait=(bool | None, Field(None, description="POST /separate only: false answers 202 with the job")))
 
 
 class InputFacts(BaseModel):

@@ -180,6 +180,9 @@ def test_http_api_serves_the_plugin(plugin_dir, gain_pack, clip, tmp_path):
             gain = next(r for r in cat["recipes"] if r["name"] == "gain")
             assert gain["available"] and gain["options"][0]["name"] == "gain_db"
             assert cat["limits"]["max_upload_bytes"] > 0
+            body = c.get("/openapi.json").json()["paths"]["/separate"]["post"]["requestBody"]["content"]
+            for schema in (body["multipart/form-data"]["schema"], body["application/json"]["schema"]):
+                assert "gain_db" in schema["properties"] and "gain" in schema["properties"]["recipe"]["enum"]
             with open(clip[0], "rb") as f:
                 r = c.post("/separate", files={"file": ("clip.wav", f)},
                            data={"recipe": "gain", "stems": "scaled", "gain_db": "-3"})

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..context import Services, Svc
 from ..errors import ApiError
-from ..schemas import Job, JobList, JobOptions, JsonJobRequest
+from ..schemas import Job, JobList, job_options_model, json_request_model
 from ..store import FINISHED, STATES
 from ..submit import submit
 from ..views import download, get_job, job_out
@@ -18,15 +18,22 @@ from ..views import download, get_job, job_out
 router = APIRouter(tags=["jobs"])
 DELETE_WAIT_S = 10.0  # a DELETE waits this long for a canceled job's worker to let go
 
-MULTIPART_SCHEMA = {
-    "type": "object", "required": [],
-    "properties": {"file": {"type": "string", "format": "binary", "description": "the media (or use url)"},
-                   "url": {"type": "string", "description": "http(s) URL of the media (instead of file)"},
-                   "wait": {"type": "boolean", "description": "POST /separate: false answers 202 with the job"},
-                   **JobOptions.model_json_schema()["properties"]}}
-SUBMIT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": MULTIPART_SCHEMA},
-    "application/json": {"schema": JsonJobRequest.model_json_schema()}}}}
+SUBMIT_BODY: dict = {}   # the OpenAPI request body of POST /separate and /jobs: see document_submit_body
+
+
+def document_submit_body() -> None:
+    """Fill SUBMIT_BODY from the catalogue as it is now. create_app calls it after loading the SPARK_RECIPES
+    plug-ins, so a plug-in's recipe and options are in /docs too (the routes keep a reference to this dict;
+    FastAPI reads it when it first builds the document)."""
+    options = job_options_model()
+    multipart = {"type": "object", "required": [], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the media (or use url)"},
+        "url": {"type": "string", "description": "http(s) URL of the media (instead of file)"},
+        "wait": {"type": "boolean", "description": "POST /separate: false answers 202 with the job"},
+        **options.model_json_schema()["properties"]}}
+    SUBMIT_BODY["requestBody"] = {"required": True, "content": {
+        "multipart/form-data": {"schema": multipart},
+        "application/json": {"schema": json_request_model(options).model_json_schema()}}}
 
 
 def accepted(svc: Services, job: dict) -> JSONResponse:
