@@ -134,6 +134,28 @@ def test_a_deeper_model_starts_from_the_pack_model_as_an_identity(tr, tmp_path):
         tr.load_init(tr.Roformer(tree), saved)
 
 
+def test_a_wider_model_starts_from_the_pack_model(tr, tmp_path):
+    """train_roformer.py --init with a larger --dim: the pack's weights fill the leading slices, the new residual
+    dims start at zero and the new hidden units unread, so the wider model gives the file's output (to float
+    rounding: the RMSNorm gains are rescaled); what writes the new dims still trains."""
+    tree = read_config(PACK / YAML, "mel")
+    wider = tmp_path / YAML
+    t = yaml.safe_load((PACK / YAML).read_text())
+    t["model"]["dim"] = tree.dim + 16
+    wider.write_text(yaml.safe_dump(t))
+    grown = tr.Roformer(read_config(wider, "mel"))
+    tr.load_init(grown, PACK / CKPT)
+    x = torch.randn(1, 2, SR) * 0.1
+    with torch.no_grad():
+        ref = load_model(PACK / CKPT, PACK / YAML, "mel")(x)
+        assert float((grown.eval()(x) - ref).abs().max()) <= 1e-6 * float(ref.abs().max())
+    grown.train()
+    tr.vocals_loss(grown, x, torch.randn(1, 2, SR) * 0.1).backward()
+    out = grown.layers[0][0].layers[0][0].to_out[0].weight   # the first time attention's output projection
+    assert out.shape[0] == tree.dim + 16
+    assert float(out[tree.dim:].detach().abs().max()) == 0 and float(out.grad[tree.dim:].abs().max()) > 0
+
+
 def test_export_from_several_checkpoints_averages_their_weights(tr, tmp_path):
     """train_roformer.py --export-from A B: the mean of the weights; the shared rotary freqs stay bit for bit."""
     one = {k: v.float() for k, v in read_state_dict(PACK / CKPT).items()}

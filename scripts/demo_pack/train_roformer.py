@@ -61,15 +61,39 @@ def vocals_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # A residual layer whose last projection is zero adds nothing: a new layer starts as the identity.
 _LAST_PROJECTION = re.compile(r"(\.to_out\.0\.weight|\.net\.4\.(weight|bias))$")
 _INNER_LAYER = re.compile(r"^layers\.\d+\.\d\.layers\.(\d+)\.")
+# Widening (a larger `dim`): what writes the residual stream gets zero rows for the new dims, so they stay zero;
+# what reads a hidden layer gets zero columns for the new hidden units, so they add nothing.
+_WRITES_RESIDUAL = re.compile(r"(\.to_out\.0\.weight|\.net\.4\.(weight|bias)|^band_split\.to_features\.\d+\.1\.\w+)$")
+_READS_HIDDEN = re.compile(r"(\.net\.4\.weight|^mask_estimators\.0\.to_freqs\.\d+\.0\.2\.weight)$")
+
+
+def _widen(name: str, new: torch.Tensor, old: torch.Tensor) -> None:
+    """Put `old` into the leading slice of the larger, freshly initialised `new` so the model computes what it
+    did: the new residual dims stay zero, the new hidden units are not read, and the RMSNorms over the residual
+    scale their old gains by sqrt(old dim / new dim) (the norm multiplies by sqrt of the dim)."""
+    if name.endswith(".gamma"):
+        new.fill_(1.0)
+        new[: old.shape[0]] = old * (old.shape[0] / new.shape[0]) ** 0.5
+        return
+    if _WRITES_RESIDUAL.search(name):
+        new[old.shape[0]:] = 0
+    if _READS_HIDDEN.search(name):
+        new[:, old.shape[1]:] = 0
+    new[tuple(slice(0, n) for n in old.shape)] = old
 
 
 def load_init(model: Roformer, path: Path) -> None:
     """Start from `path`: a training checkpoint or an exported pack file (float16). The model may have more
-    time/freq layers per block than the checkpoint (`--inner-depth`): those start as identities, so the grown
-    model computes exactly what the checkpoint did and learns from there. Any other difference is an error."""
+    time/freq layers per block than the checkpoint (`--inner-depth`): those start as identities; and a larger
+    `--dim` (the new dims start at zero, `_widen`). Either way the grown model computes what the checkpoint did
+    (to float rounding) and learns from there. Any other difference is an error."""
     st = torch.load(path, map_location="cpu", weights_only=False)
     st = {k: v.float() for k, v in st.get("model", st).items()}
-    missing, unexpected = model.load_state_dict(st, strict=False)
+    own = model.state_dict()
+    wider = {k for k, v in st.items() if k in own and own[k].shape != v.shape
+             and v.dim() == own[k].dim() and all(a <= b for a, b in zip(v.shape, own[k].shape))}
+    missing, unexpected = model.load_state_dict({k: v for k, v in st.items() if k not in wider}, strict=False)
+    missing = [k for k in missing if k not in wider]
     grown = [k for k in missing if (m := _INNER_LAYER.match(k)) and int(m.group(1)) > 0]
     if unexpected or set(missing) - set(grown):
         raise SystemExit(f"{path} does not fit this model: unexpected {unexpected[:3]}, "
@@ -78,8 +102,12 @@ def load_init(model: Roformer, path: Path) -> None:
         for name, p in model.named_parameters():
             if name in grown and _LAST_PROJECTION.search(name):
                 p.zero_()
+            elif name in wider:
+                _widen(name, p, st[name])
     if grown:
         print(f"grown from {path}: {len(grown)} new tensors, starting as identities", flush=True)
+    if wider:
+        print(f"widened from {path}: {len(wider)} tensors", flush=True)
 
 
 def mean_checkpoint(paths: list[Path]) -> dict:
