@@ -25,9 +25,9 @@ from test_demo_pack import demo_server, lag, sdr  # noqa: E402, F401, F811 (the 
 
 SR = 44100
 CKPT, YAML = FILES["mel"]
-# the three clips measure 6.54 / 9.60 / 9.70 dB (vocals and instrumental alike: their errors are the same samples);
+# the three clips measure 6.67 / 9.70 / 9.85 dB (vocals and instrumental alike: their errors are the same samples);
 # floors 0.7 dB under each, several dB over the mixture (0 dB): a seam, a wrong window or fade, wrong weights fail
-FLOORS = (5.8, 8.9, 9.0)
+FLOORS = (5.9, 9.0, 9.1)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_demo_pack_holds_a_mel_roformer_in_the_real_format():
     assert len(halves) > len(state) // 2   # float16 weights keep the repo small ...
     assert all(state[k].dtype == torch.float32 for k in state if k.endswith("rotary_embed.freqs"))  # ... not these
     model = load_model(PACK / CKPT, PACK / YAML, "mel")
-    assert sum(p.numel() for p in model.parameters()) < 4_000_000
-    assert (PACK / CKPT).stat().st_size < 8 * 2 ** 20
+    assert sum(p.numel() for p in model.parameters()) < 6_000_000   # 5.33 M (dim 96)
+    assert (PACK / CKPT).stat().st_size < 12 * 2 ** 20
 
 
 def test_demo_pack_runs_mel_roformer(sep):
@@ -148,7 +148,7 @@ def test_a_wider_model_starts_from_the_pack_model(tr, tmp_path):
     x = torch.randn(1, 2, SR) * 0.1
     with torch.no_grad():
         ref = load_model(PACK / CKPT, PACK / YAML, "mel")(x)
-        assert float((grown.eval()(x) - ref).abs().max()) <= 1e-6 * float(ref.abs().max())
+        assert float((grown.eval()(x) - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
     grown.train()
     tr.vocals_loss(grown, x, torch.randn(1, 2, SR) * 0.1).backward()
     out = grown.layers[0][0].layers[0][0].to_out[0].weight   # the first time attention's output projection
