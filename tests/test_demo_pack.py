@@ -71,7 +71,7 @@ def test_pack_files_manifest_and_formats():
         data = (PACK / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sums[name], f"{name} does not match SHA256SUMS"
         total += len(data)
-    assert total < 16 * 2 ** 20   # the repo stays small: 13.7 MB in all
+    assert total < 20 * 2 ** 20   # the repo stays small: 18.5 MB in all (10.8 MB of it the Mel-RoFormer)
     for name in FILES[:2]:
         sess = ort.InferenceSession(str(PACK / name), providers=["CPUExecutionProvider"])
         (inp,), out = sess.get_inputs(), sess.get_outputs()[0]
