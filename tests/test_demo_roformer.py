@@ -110,17 +110,23 @@ def test_service_separates_with_the_demo_roformer_at_48k(demo_server, tmp_path):
     assert lag(v48, got["vocals"]) == 0
 
 
+def grown_from_pack(tr, tmp_path: Path, **model):
+    """A model of the pack's yaml with `model` keys changed, started from the pack's file by --init's code."""
+    t = yaml.safe_load((PACK / YAML).read_text())
+    t["model"].update(model)
+    (tmp_path / YAML).write_text(yaml.safe_dump(t))
+    grown = tr.Roformer(read_config(tmp_path / YAML, "mel"))
+    tr.load_init(grown, PACK / CKPT)
+    return grown
+
+
 def test_a_deeper_model_starts_from_the_pack_model_as_an_identity(tr, tmp_path):
     """train_roformer.py --init: a model with more time/freq layers per block (--inner-depth) starts from the pack's
     file with its new layers as identities (the same output, to the last bit), and their weights still train; a
     checkpoint of another shape is refused with the keys that differ."""
     tree = read_config(PACK / YAML, "mel")
-    deeper = tmp_path / YAML
-    t = yaml.safe_load((PACK / YAML).read_text())
-    t["model"]["time_transformer_depth"] = t["model"]["freq_transformer_depth"] = tree.time_depth + 1
-    deeper.write_text(yaml.safe_dump(t))
-    grown = tr.Roformer(read_config(deeper, "mel"))
-    tr.load_init(grown, PACK / CKPT)
+    grown = grown_from_pack(tr, tmp_path, time_transformer_depth=tree.time_depth + 1,
+                            freq_transformer_depth=tree.time_depth + 1)
     x = torch.randn(1, 2, SR) * 0.1
     with torch.no_grad():
         assert torch.equal(grown.eval()(x), load_model(PACK / CKPT, PACK / YAML, "mel")(x))
@@ -139,12 +145,7 @@ def test_a_wider_model_starts_from_the_pack_model(tr, tmp_path):
     dims start at zero and the new hidden units unread, so the wider model gives the file's output (to float
     rounding: the RMSNorm gains are rescaled); what writes the new dims still trains."""
     tree = read_config(PACK / YAML, "mel")
-    wider = tmp_path / YAML
-    t = yaml.safe_load((PACK / YAML).read_text())
-    t["model"]["dim"] = tree.dim + 16
-    wider.write_text(yaml.safe_dump(t))
-    grown = tr.Roformer(read_config(wider, "mel"))
-    tr.load_init(grown, PACK / CKPT)
+    grown = grown_from_pack(tr, tmp_path, dim=tree.dim + 16)
     x = torch.randn(1, 2, SR) * 0.1
     with torch.no_grad():
         ref = load_model(PACK / CKPT, PACK / YAML, "mel")(x)

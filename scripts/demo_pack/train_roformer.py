@@ -59,11 +59,13 @@ def vocals_loss(model, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 # A residual layer whose last projection is zero adds nothing: a new layer starts as the identity.
-_LAST_PROJECTION = re.compile(r"(\.to_out\.0\.weight|\.net\.4\.(weight|bias))$")
+_LAYER_OUT = r"\.to_out\.0\.weight|\.net\.4\.(weight|bias)"
+_LAST_PROJECTION = re.compile(f"({_LAYER_OUT})$")
 _INNER_LAYER = re.compile(r"^layers\.\d+\.\d\.layers\.(\d+)\.")
-# Widening (a larger `dim`): what writes the residual stream gets zero rows for the new dims, so they stay zero;
-# what reads a hidden layer gets zero columns for the new hidden units, so they add nothing.
-_WRITES_RESIDUAL = re.compile(r"(\.to_out\.0\.weight|\.net\.4\.(weight|bias)|^band_split\.to_features\.\d+\.1\.\w+)$")
+# Widening (a larger `dim`): what writes the residual stream (the layers' last projections and the band split)
+# gets zero rows for the new dims, so they stay zero; what reads a hidden layer gets zero columns for the new
+# hidden units, so they add nothing.
+_WRITES_RESIDUAL = re.compile(f"({_LAYER_OUT}|" r"^band_split\.to_features\.\d+\.1\.\w+)$")
 _READS_HIDDEN = re.compile(r"(\.net\.4\.weight|^mask_estimators\.0\.to_freqs\.\d+\.0\.2\.weight)$")
 
 
@@ -71,8 +73,7 @@ def _widen(name: str, new: torch.Tensor, old: torch.Tensor) -> None:
     """Put `old` into the leading slice of the larger, freshly initialised `new` so the model computes what it
     did: the new residual dims stay zero, the new hidden units are not read, and the RMSNorms over the residual
     scale their old gains by sqrt(old dim / new dim) (the norm multiplies by sqrt of the dim)."""
-    if name.endswith(".gamma"):
-        new.fill_(1.0)
+    if name.endswith(".gamma"):   # the new entries keep their initial 1
         new[: old.shape[0]] = old * (old.shape[0] / new.shape[0]) ** 0.5
         return
     if _WRITES_RESIDUAL.search(name):
