@@ -169,3 +169,26 @@ def test_export_from_several_checkpoints_averages_their_weights(tr, tmp_path):
     assert torch.allclose(mean["model"][key], one[key] + 0.5)
     freqs = [k for k in one if k.endswith("rotary_embed.freqs")]
     assert freqs and all(torch.equal(mean["model"][k], one[k]) for k in freqs)
+
+
+def test_training_mixtures_put_a_share_of_dialogs_in_a_room(tr, tmp_path):
+    """train_roformer.py --reverb: that share of training dialogs gets make_data's room (a tail fills the pauses;
+    one room for both channels, then the pan); 0 draws exactly the mixtures the committed models trained on."""
+    for kind, shape in (("speech", (6 * SR,)), ("music", (6 * SR, 2))):
+        (tmp_path / "train" / kind).mkdir(parents=True)
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32) * 0.1
+        if kind == "speech":   # 50-ms bursts every 250 ms, silence between
+            x[(np.arange(x.size) % (SR // 4)) >= SR // 20] = 0
+        sf.write(tmp_path / "train" / kind / "a.flac", x, SR, subtype="PCM_24")
+    dry = tr.Mixer(tmp_path, "train", 0).batch(8, SR)[0]
+    assert torch.equal(tr.Mixer(tmp_path, "train", 0, 0.0).batch(8, SR)[0], dry)
+    wet = tr.Mixer(tmp_path, "train", 0, 1.0).batch(8, SR)[0]
+
+    def quiet(v):   # per crop that is not silenced (a 4% augmentation): the share of samples 80 dB under its peak
+        a = v[:, 0].abs()
+        peak = a.amax(1, keepdim=True)
+        return (a < 1e-4 * peak).float().mean(1)[peak[:, 0] > 0]
+    assert len(quiet(dry)) >= 6 and len(quiet(wet)) >= 6
+    assert bool((quiet(dry) > 0.7).all()) and bool((quiet(wet) < 0.5).all()), (quiet(dry), quiet(wet))
+    for v in wet[wet.abs().amax((1, 2)) > 0]:
+        assert abs(float(np.corrcoef(v[0].numpy(), v[1].numpy())[0, 1])) > 0.9999

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from make_data import SR, load_split  # this script's own dir
+from make_data import SR, load_split, reverb  # this script's own dir
 
 N_FFT, HOP, DIM_F, DIM_T = 7680, 1024, 3072, 256
 LOW = 1024          # bins kept at full resolution in the mask; above, groups of POOL bins share a value
@@ -179,9 +179,12 @@ def small_htdemucs():
 # ---------------------------------------------------------------- data
 
 class Mixer:
-    """Random training mixtures: crops of a dialog and of a background at SBR -6..+11 dB, with augmentation."""
+    """Random training mixtures: crops of a dialog and of a background at SBR -6..+11 dB, with augmentation.
+    `reverb` is the share of dialogs put in a small room first (make_data.reverb, as the held-out mixtures have
+    30%); the room stays part of the vocals. 0 keeps the draws of the runs that made the committed models."""
 
-    def __init__(self, work: Path, split: str, seed: int):
+    def __init__(self, work: Path, split: str, seed: int, reverb: float = 0.0):
+        self.reverb = reverb
         self.speech, self.music = load_split(work, split)
         self.s_rms = [float(np.sqrt(np.mean(s ** 2))) + 1e-8 for s in self.speech]
         self.m_rms = [float(np.sqrt(np.mean(m ** 2))) + 1e-8 for m in self.music]
@@ -196,6 +199,9 @@ class Mixer:
             s, m = self.speech[i], self.music[j]
             a, b = r.integers(0, len(s) - length), r.integers(0, len(m) - length)
             v = s[a:a + length] / self.s_rms[i]
+            if self.reverb and r.random() < self.reverb:
+                a0 = max(0, a - SR // 2)   # half a second before the crop, so its first words have a tail too
+                v = reverb(r, s[a0:a + length])[a - a0:] / self.s_rms[i]
             pan = r.uniform(-0.35, 0.35)
             v = np.stack([v * np.sqrt(0.5 - pan / 2), v * np.sqrt(0.5 + pan / 2)])
             bg = m[b:b + length].T / self.m_rms[j] * 10 ** (-r.uniform(-6, 11) / 20)

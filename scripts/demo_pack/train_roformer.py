@@ -46,7 +46,7 @@ def config_tree(a) -> dict:
                   "mlp_expansion_factor": 4, "skip_connection": False, "use_pope": False},
         "training": {"instruments": ["vocals", "other"], "target_instrument": "vocals", "demo_pack": True,
                      "steps": a.steps, "batch": a.batch, "seconds": a.seconds, "lr": a.lr, "seed": a.seed,
-                     **({"init": a.init.name} if a.init else {})},
+                     **({"reverb": a.reverb} if a.reverb else {}), **({"init": a.init.name} if a.init else {})},
         "inference": {"batch_size": 1, "dim_t": a.chunk // a.hop + 1, "num_overlap": 2},
     }
 
@@ -151,6 +151,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", type=Path, default=None,
                     help="start a new run from this model: a checkpoint in <work>/ckpt or an exported .ckpt")
+    ap.add_argument("--reverb", type=float, default=0.0, help="share of training dialogs put in a room first")
+    ap.add_argument("--keep-every", type=int, default=500, help="also keep the model every N steps")
     ap.add_argument("--name", default="melroformer", help="checkpoint name in <work>/ckpt")
     ap.add_argument("--export-from", type=Path, nargs="+", default=None,
                     help="no training: export this checkpoint's model (e.g. <work>/ckpt/melroformer-step2500.pt), "
@@ -187,12 +189,12 @@ def main():
         export(model.eval(), yaml_path, a.out)
         write_manifest(a.out)
         return
-    mixer = Mixer(a.work, "train", a.seed)
+    mixer = Mixer(a.work, "train", a.seed, a.reverb)
     print(f"{len(mixer.speech)} dialogs, {len(mixer.music)} music beds; "
           f"{sum(p.numel() for p in model.parameters())} parameters", flush=True)
     model.to(a.device).train()
     train_loop(a.name, model, vocals_loss, mixer, a.steps, a.batch, int(a.seconds * SR), a.lr, ckpt,
-               keep_every=500, device=a.device)
+               keep_every=a.keep_every, device=a.device)
     model.cpu().eval()
     export(model, yaml_path, a.out)
     write_manifest(a.out)
