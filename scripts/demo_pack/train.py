@@ -198,10 +198,11 @@ class Mixer:
             i, j = r.integers(len(self.speech)), r.integers(len(self.music))
             s, m = self.speech[i], self.music[j]
             a, b = r.integers(0, len(s) - length), r.integers(0, len(m) - length)
-            v = s[a:a + length] / self.s_rms[i]
+            v = s[a:a + length]
             if self.reverb and r.random() < self.reverb:
                 a0 = max(0, a - SR // 2)   # half a second before the crop, so its first words have a tail too
-                v = reverb(r, s[a0:a + length])[a - a0:] / self.s_rms[i]
+                v = reverb(r, s[a0:a + length])[a - a0:]
+            v = v / self.s_rms[i]
             pan = r.uniform(-0.35, 0.35)
             v = np.stack([v * np.sqrt(0.5 - pan / 2), v * np.sqrt(0.5 + pan / 2)])
             bg = m[b:b + length].T / self.m_rms[j] * 10 ** (-r.uniform(-6, 11) / 20)
